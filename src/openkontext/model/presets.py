@@ -1,0 +1,69 @@
+"""Named model sizes, in one registry. `kontext-dev` is the real 12B FLUX.1 Kontext [dev]
+shape; `mini` is the embedded model this project trains on Shapes World and ships."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from openkontext.model.autoencoder import AutoEncoderParams
+from openkontext.model.flux import FluxParams
+from openkontext.model.text import ByteTextParams
+
+# Preferred (width, height) of FLUX.1 Kontext [dev]; an input picks the closest aspect ratio.
+KONTEXT_RESOLUTIONS: tuple[tuple[int, int], ...] = (
+    (672, 1568), (688, 1504), (720, 1456), (752, 1392), (800, 1328), (832, 1248),
+    (880, 1184), (944, 1104), (1024, 1024), (1104, 944), (1184, 880), (1248, 832),
+    (1328, 800), (1392, 752), (1456, 720), (1504, 688), (1568, 672),
+)
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    name: str
+    flux: FluxParams
+    ae: AutoEncoderParams
+    text: ByteTextParams | None  # None: T5-XXL + CLIP-L through transformers
+    native_size: int  # side of the square the model was trained at
+    default_steps: int
+    default_guidance: float
+
+    @property
+    def latent_multiple(self) -> int:
+        """Image sides must be multiples of this (autoencoder factor x 2x2 packing)."""
+        return self.ae.downsample * 2
+
+
+PRESETS: dict[str, ModelPreset] = {
+    "kontext-dev": ModelPreset(
+        name="kontext-dev",
+        flux=FluxParams(),
+        ae=AutoEncoderParams(),
+        text=None,
+        native_size=1024,
+        default_steps=28,
+        default_guidance=2.5,
+    ),
+    "mini": ModelPreset(
+        name="mini",
+        flux=FluxParams(
+            in_channels=32, out_channels=32, vec_in_dim=256, context_in_dim=256,
+            hidden_size=256, mlp_ratio=4.0, num_heads=4, depth=2, depth_single_blocks=4,
+            axes_dim=(8, 28, 28), theta=10_000, qkv_bias=True, guidance_embed=False,
+        ),
+        ae=AutoEncoderParams(
+            resolution=64, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=8,
+            scale_factor=1.0, shift_factor=0.0, norm_groups=8,
+        ),
+        text=ByteTextParams(),
+        native_size=64,
+        default_steps=16,
+        default_guidance=1.0,
+    ),
+}
+
+
+def get_preset(name: str) -> ModelPreset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}") from None

@@ -1,0 +1,136 @@
+"""Text encoders: prompts -> (token embeddings, pooled vector).
+
+Every encoder returns `txt` (B, L, context_dim) with a fixed L (padding included, as the
+reference pipelines do) and `vec` (B, vec_dim), so batching never changes a result.
+
+- `ByteTextEncoder`: the small encoder of the `mini` model. It reads UTF-8 bytes, so it needs
+  no vocabulary file, and is trained with the transformer.
+- `HFTextEncoders`: T5-XXL (tokens) and CLIP-L (pooled) through `transformers`, for real
+  FLUX.1 Kontext [dev] weights; local folders only unless the caller allows the hub.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class ByteTextParams:
+    max_bytes: int = 128  # longer prompts are truncated
+    bytes_per_token: int = 2  # neighbouring bytes merged into one token
+    width: int = 256
+    depth: int = 2
+    num_heads: int = 4
+    context_dim: int = 256  # = FluxParams.context_in_dim
+    vec_dim: int = 256  # = FluxParams.vec_in_dim
+
+    @property
+    def num_tokens(self) -> int:
+        return self.max_bytes // self.bytes_per_token
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ByteTextParams:
+        return cls(**d)
+
+
+PAD_BYTE = 256  # id 256 marks padding; ids 0..255 are the bytes themselves
+
+
+def encode_bytes(prompts: list[str], max_bytes: int) -> Tensor:
+    """UTF-8 byte ids, truncated and padded to max_bytes: (B, max_bytes) int64."""
+    out = torch.full((len(prompts), max_bytes), PAD_BYTE, dtype=torch.long)
+    for i, prompt in enumerate(prompts):
+        data = prompt.encode("utf-8")[:max_bytes]
+        out[i, : len(data)] = torch.tensor(list(data), dtype=torch.long)
+    return out
+
+
+class ByteTextEncoder(nn.Module):
+    """Byte embeddings, merged `bytes_per_token` at a time, then a small pre-norm transformer."""
+
+    def __init__(self, params: ByteTextParams):
+        super().__init__()
+        if params.max_bytes % params.bytes_per_token:
+            raise ValueError("max_bytes must be a multiple of bytes_per_token")
+        self.params = params
+        p = params
+        self.byte_embed = nn.Embedding(257, p.width // p.bytes_per_token)
+        self.pos_embed = nn.Parameter(torch.zeros(1, p.num_tokens, p.width))
+        layer = nn.TransformerEncoderLayer(
+            p.width, p.num_heads, dim_feedforward=4 * p.width, dropout=0.0,
+            activation="gelu", batch_first=True, norm_first=True,
+        )
+        self.blocks = nn.TransformerEncoder(layer, p.depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(p.width)
+        self.to_context = nn.Linear(p.width, p.context_dim)
+        self.to_vec = nn.Linear(p.width, p.vec_dim)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pos_embed.device
+
+    def forward(self, byte_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """byte_ids: (B, max_bytes) -> txt (B, num_tokens, context_dim), vec (B, vec_dim)."""
+        p = self.params
+        b = byte_ids.shape[0]
+        x = self.byte_embed(byte_ids).reshape(b, p.num_tokens, p.width) + self.pos_embed
+        # A token is padding when all of its bytes are; padding is masked out of attention
+        # and of the pooled vector, but its (fixed-length) embeddings are still returned.
+        pad = (byte_ids == PAD_BYTE).reshape(b, p.num_tokens, p.bytes_per_token).all(-1)
+        pad[:, 0] = False  # an empty prompt still has one token to attend to
+        x = self.norm(self.blocks(x, src_key_padding_mask=pad))
+        keep = (~pad).unsqueeze(-1).to(x.dtype)
+        pooled = (x * keep).sum(1) / keep.sum(1)
+        return self.to_context(x), self.to_vec(F.silu(pooled))
+
+    def encode(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+        return self(encode_bytes(prompts, self.params.max_bytes).to(self.device))
+
+
+class HFTextEncoders:
+    """T5 token embeddings (max 512, padded, no mask) and CLIP pooled output (max 77)."""
+
+    def __init__(self, t5_dir: str | Path, clip_dir: str | Path, t5_tokenizer_dir=None,
+                 clip_tokenizer_dir=None, dtype: torch.dtype = torch.float32,
+                 device: str | torch.device = "cpu", max_length: int = 512,
+                 local_files_only: bool = True):
+        try:
+            from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
+        except ImportError as e:  # pragma: no cover - depends on the user's install
+            raise ImportError(
+                "real FLUX text encoders need `transformers`: pip install 'openkontext[hf]'"
+            ) from e
+        kw = {"local_files_only": local_files_only}
+        self.max_length = max_length
+        self.device = torch.device(device)
+        self.t5_tokenizer = T5TokenizerFast.from_pretrained(str(t5_tokenizer_dir or t5_dir), **kw)
+        self.t5 = T5EncoderModel.from_pretrained(str(t5_dir), torch_dtype=dtype, **kw)
+        self.clip_tokenizer = CLIPTokenizer.from_pretrained(
+            str(clip_tokenizer_dir or clip_dir), **kw
+        )
+        self.clip = CLIPTextModel.from_pretrained(str(clip_dir), torch_dtype=dtype, **kw)
+        self.t5.to(self.device).eval().requires_grad_(False)
+        self.clip.to(self.device).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+        t5_ids = self.t5_tokenizer(
+            prompts, truncation=True, max_length=self.max_length, padding="max_length",
+            return_length=False, return_overflowing_tokens=False, return_tensors="pt",
+        ).input_ids.to(self.device)
+        txt = self.t5(input_ids=t5_ids, output_hidden_states=False)[0]
+        clip_ids = self.clip_tokenizer(
+            prompts, truncation=True, max_length=self.clip_tokenizer.model_max_length,
+            padding="max_length", return_length=False, return_overflowing_tokens=False,
+            return_tensors="pt",
+        ).input_ids.to(self.device)
+        vec = self.clip(input_ids=clip_ids, output_hidden_states=False).pooler_output
+        return txt, vec
