@@ -25,8 +25,13 @@ def time_shift(mu: float, t: Tensor) -> Tensor:
     return math.exp(mu) / (math.exp(mu) + (1 / t - 1))
 
 
-def shift_mu(seq_len: int, base_len: int = 256, max_len: int = 4096,
-             base_shift: float = 0.5, max_shift: float = 1.15) -> float:
+def shift_mu(
+    seq_len: int,
+    base_len: int = 256,
+    max_len: int = 4096,
+    base_shift: float = 0.5,
+    max_shift: float = 1.15,
+) -> float:
     """mu linear in the target token count: 256 -> 0.5, 4096 -> 1.15."""
     slope = (max_shift - base_shift) / (max_len - base_len)
     return base_shift + slope * (seq_len - base_len)
@@ -65,8 +70,11 @@ def denoise(
     on_step(i, n) is called after step i of n; cancelled() is checked before every step.
     """
     batch, n_target = img.shape[0], img.shape[1]
-    guidance_vec = None if guidance is None else torch.full((batch,), guidance, dtype=img.dtype,
-                                                            device=img.device)
+    guidance_vec = (
+        None
+        if guidance is None
+        else torch.full((batch,), guidance, dtype=img.dtype, device=img.device)
+    )
     if refs is not None:
         refs = refs.expand(batch)
         img_ids = torch.cat((img_ids, refs.ids.to(img_ids)), dim=1)
@@ -76,16 +84,28 @@ def denoise(
             raise Cancelled(f"cancelled before step {i + 1} of {n_steps}")
         x = img if refs is None else torch.cat((img, refs.tokens.to(img)), dim=1)
         t_vec = torch.full((batch,), t_curr, dtype=img.dtype, device=img.device)
-        pred = model(img=x, img_ids=img_ids, txt=txt, txt_ids=txt_ids, timesteps=t_vec, y=vec,
-                     guidance=guidance_vec)
+        pred = model(
+            img=x,
+            img_ids=img_ids,
+            txt=txt,
+            txt_ids=txt_ids,
+            timesteps=t_vec,
+            y=vec,
+            guidance=guidance_vec,
+        )
         img = img + (t_prev - t_curr) * pred[:, :n_target]
         if on_step is not None:
             on_step(i + 1, n_steps)
     return img
 
 
-def sample_t_logit_normal(batch: int, mean: float = 0.0, std: float = 1.0,
-                          generator: torch.Generator | None = None, device=None) -> Tensor:
+def sample_t_logit_normal(
+    batch: int,
+    mean: float = 0.0,
+    std: float = 1.0,
+    generator: torch.Generator | None = None,
+    device=None,
+) -> Tensor:
     """t = sigmoid(N(mean, std)): training times concentrated in the middle of the path."""
     u = torch.randn(batch, generator=generator, device=device) * std + mean
     return torch.sigmoid(u)

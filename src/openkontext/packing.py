@@ -23,7 +23,9 @@ def pack(z: Tensor) -> Tensor:
 
 def unpack(x: Tensor, height: int, width: int) -> Tensor:
     """(B, h*w, 4C) tokens -> (B, C, 2h, 2w) latent, for a latent of the given size."""
-    return rearrange(x, "b (h w) (c ph pw) -> b c (h ph) (w pw)", h=height // 2, w=width // 2, ph=2, pw=2)
+    return rearrange(
+        x, "b (h w) (c ph pw) -> b c (h ph) (w pw)", h=height // 2, w=width // 2, ph=2, pw=2
+    )
 
 
 def image_ids(batch: int, height: int, width: int, index: int = 0, device=None) -> Tensor:
@@ -63,5 +65,6 @@ class References:
         if self.tokens.shape[0] == batch:
             return self
         return References(
-            self.tokens.expand(batch, -1, -1).contiguous(), self.ids.expand(batch, -1, -1).contiguous()
+            self.tokens.expand(batch, -1, -1).contiguous(),
+            self.ids.expand(batch, -1, -1).contiguous(),
         )

@@ -6,6 +6,14 @@ from openkontext.model.presets import KONTEXT_RESOLUTIONS, PRESETS, ModelPreset,
 from openkontext.model.text import ByteTextEncoder, ByteTextParams
 
 __all__ = [
-    "KONTEXT_RESOLUTIONS", "PRESETS", "AutoEncoder", "AutoEncoderParams", "ByteTextEncoder",
-    "ByteTextParams", "Flux", "FluxParams", "ModelPreset", "get_preset",
+    "KONTEXT_RESOLUTIONS",
+    "PRESETS",
+    "AutoEncoder",
+    "AutoEncoderParams",
+    "ByteTextEncoder",
+    "ByteTextParams",
+    "Flux",
+    "FluxParams",
+    "ModelPreset",
+    "get_preset",
 ]

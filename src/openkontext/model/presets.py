@@ -11,9 +11,23 @@ from openkontext.model.text import ByteTextParams
 
 # Preferred (width, height) of FLUX.1 Kontext [dev]; an input picks the closest aspect ratio.
 KONTEXT_RESOLUTIONS: tuple[tuple[int, int], ...] = (
-    (672, 1568), (688, 1504), (720, 1456), (752, 1392), (800, 1328), (832, 1248),
-    (880, 1184), (944, 1104), (1024, 1024), (1104, 944), (1184, 880), (1248, 832),
-    (1328, 800), (1392, 752), (1456, 720), (1504, 688), (1568, 672),
+    (672, 1568),
+    (688, 1504),
+    (720, 1456),
+    (752, 1392),
+    (800, 1328),
+    (832, 1248),
+    (880, 1184),
+    (944, 1104),
+    (1024, 1024),
+    (1104, 944),
+    (1184, 880),
+    (1248, 832),
+    (1328, 800),
+    (1392, 752),
+    (1456, 720),
+    (1504, 688),
+    (1568, 672),
 )
 
 
@@ -46,15 +60,31 @@ PRESETS: dict[str, ModelPreset] = {
     "mini": ModelPreset(
         name="mini",
         flux=FluxParams(
-            in_channels=32, out_channels=32, vec_in_dim=256, context_in_dim=256,
-            hidden_size=256, mlp_ratio=4.0, num_heads=4, depth=2, depth_single_blocks=4,
-            axes_dim=(8, 28, 28), theta=10_000, qkv_bias=True, guidance_embed=False,
+            in_channels=64,
+            out_channels=64,
+            vec_in_dim=256,
+            context_in_dim=256,
+            hidden_size=256,
+            mlp_ratio=4.0,
+            num_heads=4,
+            depth=2,
+            depth_single_blocks=4,
+            axes_dim=(8, 28, 28),
+            theta=10_000,
+            qkv_bias=True,
+            guidance_embed=False,
         ),
         ae=AutoEncoderParams(
-            resolution=64, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=8,
-            scale_factor=1.0, shift_factor=0.0, norm_groups=8,
+            resolution=64,
+            ch=32,
+            ch_mult=(1, 2, 2, 2),
+            num_res_blocks=1,
+            z_channels=16,
+            scale_factor=1.0,
+            shift_factor=0.0,
+            norm_groups=8,
         ),
-        text=ByteTextParams(),
+        text=ByteTextParams(max_bytes=128, bytes_per_token=4, width=192, depth=2, num_heads=4),
         native_size=64,
         default_steps=16,
         default_guidance=1.0,
@@ -66,4 +96,6 @@ def get_preset(name: str) -> ModelPreset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}") from None
+        raise ValueError(
+            f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}"
+        ) from None

@@ -65,8 +65,13 @@ class ByteTextEncoder(nn.Module):
         self.byte_embed = nn.Embedding(257, p.width // p.bytes_per_token)
         self.pos_embed = nn.Parameter(torch.zeros(1, p.num_tokens, p.width))
         layer = nn.TransformerEncoderLayer(
-            p.width, p.num_heads, dim_feedforward=4 * p.width, dropout=0.0,
-            activation="gelu", batch_first=True, norm_first=True,
+            p.width,
+            p.num_heads,
+            dim_feedforward=4 * p.width,
+            dropout=0.0,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
         )
         self.blocks = nn.TransformerEncoder(layer, p.depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(p.width)
@@ -98,10 +103,17 @@ class ByteTextEncoder(nn.Module):
 class HFTextEncoders:
     """T5 token embeddings (max 512, padded, no mask) and CLIP pooled output (max 77)."""
 
-    def __init__(self, t5_dir: str | Path, clip_dir: str | Path, t5_tokenizer_dir=None,
-                 clip_tokenizer_dir=None, dtype: torch.dtype = torch.float32,
-                 device: str | torch.device = "cpu", max_length: int = 512,
-                 local_files_only: bool = True):
+    def __init__(
+        self,
+        t5_dir: str | Path,
+        clip_dir: str | Path,
+        t5_tokenizer_dir=None,
+        clip_tokenizer_dir=None,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+        max_length: int = 512,
+        local_files_only: bool = True,
+    ):
         try:
             from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
         except ImportError as e:  # pragma: no cover - depends on the user's install
@@ -123,13 +135,22 @@ class HFTextEncoders:
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
         t5_ids = self.t5_tokenizer(
-            prompts, truncation=True, max_length=self.max_length, padding="max_length",
-            return_length=False, return_overflowing_tokens=False, return_tensors="pt",
+            prompts,
+            truncation=True,
+            max_length=self.max_length,
+            padding="max_length",
+            return_length=False,
+            return_overflowing_tokens=False,
+            return_tensors="pt",
         ).input_ids.to(self.device)
         txt = self.t5(input_ids=t5_ids, output_hidden_states=False)[0]
         clip_ids = self.clip_tokenizer(
-            prompts, truncation=True, max_length=self.clip_tokenizer.model_max_length,
-            padding="max_length", return_length=False, return_overflowing_tokens=False,
+            prompts,
+            truncation=True,
+            max_length=self.clip_tokenizer.model_max_length,
+            padding="max_length",
+            return_length=False,
+            return_overflowing_tokens=False,
             return_tensors="pt",
         ).input_ids.to(self.device)
         vec = self.clip(input_ids=clip_ids, output_hidden_states=False).pooler_output
