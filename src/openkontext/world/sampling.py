@@ -1,0 +1,196 @@
+"""Random edits, generations and multi-turn chains with ground truth; tensor batches.
+
+Everything is a pure function of a `random.Random` passed in (no global state), so a seed fixes
+the samples. Kinds are drawn uniformly from the requested ones, then a scene on which that kind
+is possible, then one of the allowed edits uniformly, then a phrasing from the split.
+
+Chains: turns 1..n-1 are scene edits; a filter (grayscale, invert, night) may only be the LAST
+turn, because a filter changes the colour of everything and later instructions could no longer
+name colours that exist in the picture. Every turn's source is the previous turn's target scene.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from openkontext.world.edits import KINDS, Edit, apply_edit, can_edit, edit_slots, random_edit
+from openkontext.world.phrasings import choose_description, choose_phrasing
+from openkontext.world.render import (
+    Size,
+    change_mask,
+    render_batch,
+    render_targets,
+    to_tensor,
+)
+from openkontext.world.scene import FILTERS, Scene, Target, random_scene
+
+MAX_ATTEMPTS = 1000  # random scenes tried before a kind is declared impossible
+
+
+@dataclass(frozen=True)
+class EditSample:
+    source: Scene
+    edit: Edit
+    instruction: str
+    target: Target
+    phrasing_split: str  # "train" | "heldout": the split of the phrasing used
+
+    @property
+    def kind(self) -> str:
+        return self.edit.kind
+
+    def images(self, size: Size = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(source (H, W, 3) uint8, target (H, W, 3) uint8, change mask (H, W) bool)."""
+        src = render_batch([self.source], size)[0]
+        tgt = render_targets([self.target], size)[0]
+        return src, tgt, change_mask(src, tgt)
+
+
+@dataclass(frozen=True)
+class GenerationSample:
+    description: str
+    target: Target
+    phrasing_split: str
+
+
+@dataclass(frozen=True)
+class ChainSample:
+    source: Scene
+    turns: tuple[EditSample, ...]  # turns[i].source == turns[i - 1].target.scene
+
+    @property
+    def targets(self) -> list[Target]:
+        """The ground truth after every turn."""
+        return [t.target for t in self.turns]
+
+
+def _check_kinds(kinds) -> tuple[str, ...]:
+    kinds = tuple(KINDS if kinds is None else kinds)
+    if not kinds:
+        raise ValueError("no edit kinds given")
+    for k in kinds:
+        if k not in KINDS:
+            raise ValueError(f"unknown edit kind {k!r}; expected one of: {', '.join(KINDS)}")
+    return kinds
+
+
+def make_edit(source: Scene, edit: Edit, rng: random.Random, split: str = "train") -> EditSample:
+    """Put an edit into words: an instruction from the split, plus its ground truth."""
+    phrasing = choose_phrasing(edit.kind, rng, split)
+    slots = edit_slots(source, edit)
+    if edit.kind == "swap" and rng.random() < 0.5:
+        slots["obj"], slots["obj2"] = slots["obj2"], slots["obj"]
+    return EditSample(source, edit, phrasing.fill(slots), apply_edit(source, edit), phrasing.split)
+
+
+def sample_edit(rng: random.Random, kinds=None, split: str = "train",
+                source: Scene | None = None) -> EditSample:
+    """A random edit of one of `kinds` (default: all) on `source` (default: a random scene).
+
+    With a given source, the kind is drawn among those possible on it (ValueError if none).
+    """
+    kinds = _check_kinds(kinds)
+    if source is not None:
+        feasible = [k for k in kinds if can_edit(source, k)]
+        if not feasible:
+            raise ValueError(f"none of the kinds {', '.join(kinds)} is possible on this scene")
+        kind = rng.choice(feasible)
+    else:
+        kind = rng.choice(kinds)
+        for _ in range(MAX_ATTEMPTS):
+            source = random_scene(rng)
+            if can_edit(source, kind):
+                break
+        else:
+            raise RuntimeError(f"found no scene for an edit of kind {kind!r}")
+    return make_edit(source, random_edit(source, kind, rng), rng, split)
+
+
+def sample_generation(rng: random.Random, split: str = "train",
+                      scene: Scene | None = None) -> GenerationSample:
+    """A random scene (or the given one) and a description that determines it."""
+    scene = random_scene(rng) if scene is None else scene
+    d = choose_description(rng, split)
+    return GenerationSample(d.fill(scene), Target(scene), d.split)
+
+
+def sample_chain(rng: random.Random, turns: int | None = None, kinds=None,
+                 split: str = "train", min_turns: int = 2, max_turns: int = 10,
+                 source: Scene | None = None) -> ChainSample:
+    """A chain of edits (`turns`, default uniform in min_turns..max_turns) from a random scene.
+
+    Filters only ever come last. If the kinds run out on the way (say only removals), the chain
+    is drawn again from a new scene; RuntimeError after MAX_ATTEMPTS.
+    """
+    kinds = _check_kinds(kinds)
+    if turns is None:
+        turns = rng.randint(min_turns, max_turns)
+    if turns < 1:
+        raise ValueError(f"a chain needs at least one turn, got {turns}")
+    scene_kinds = tuple(k for k in kinds if k not in FILTERS)
+    if turns > 1 and not scene_kinds:
+        raise ValueError("chains of more than one turn need a kind that is not a filter")
+    for _ in range(MAX_ATTEMPTS):
+        start = random_scene(rng) if source is None else source
+        scene, done = start, []
+        for i in range(turns):
+            allowed = kinds if i == turns - 1 else scene_kinds
+            feasible = [k for k in allowed if can_edit(scene, k)]
+            if not feasible:
+                break
+            step = sample_edit(rng, feasible, split, source=scene)
+            done.append(step)
+            scene = step.target.scene
+        if len(done) == turns:
+            return ChainSample(start, tuple(done))
+    raise RuntimeError(f"found no chain of {turns} turns over kinds {', '.join(kinds)}")
+
+
+# -- tensor batches for training --------------------------------------------------------------
+
+@dataclass
+class EditBatch:
+    source: torch.Tensor  # (B, 3, H, W) float32 in [-1, 1]
+    target: torch.Tensor  # (B, 3, H, W) float32 in [-1, 1]
+    mask: torch.Tensor  # (B, H, W) bool, pixels that differ between source and target
+    instructions: list[str]
+    kinds: list[str]
+    samples: list[EditSample]
+
+
+@dataclass
+class GenerationBatch:
+    target: torch.Tensor  # (B, 3, H, W) float32 in [-1, 1]
+    descriptions: list[str]
+    samples: list[GenerationSample]
+
+
+def edit_batch(rng: random.Random, batch_size: int, size: Size = 64, kinds=None,
+               split: str = "train") -> EditBatch:
+    """`batch_size` random edits rendered at `size`."""
+    samples = [sample_edit(rng, kinds, split) for _ in range(batch_size)]
+    return edit_batch_from(samples, size)
+
+
+def edit_batch_from(samples: list[EditSample], size: Size = 64) -> EditBatch:
+    """Render given edit samples into a batch."""
+    src = render_batch([s.source for s in samples], size)
+    tgt = render_targets([s.target for s in samples], size)
+    return EditBatch(
+        source=to_tensor(src), target=to_tensor(tgt),
+        mask=torch.from_numpy(change_mask(src, tgt)),
+        instructions=[s.instruction for s in samples], kinds=[s.kind for s in samples],
+        samples=samples,
+    )
+
+
+def generation_batch(rng: random.Random, batch_size: int, size: Size = 64,
+                     split: str = "train") -> GenerationBatch:
+    """`batch_size` random scenes with descriptions, rendered at `size`."""
+    samples = [sample_generation(rng, split) for _ in range(batch_size)]
+    tgt = render_targets([s.target for s in samples], size)
+    return GenerationBatch(to_tensor(tgt), [s.description for s in samples], samples)

@@ -1,0 +1,125 @@
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from openkontext.world.edits import KINDS, apply_edit, edit_slots
+from openkontext.world.phrasings import DESCRIPTIONS, INSTRUCTIONS
+from openkontext.world.render import change_mask, render, render_target
+from openkontext.world.sampling import (
+    edit_batch,
+    generation_batch,
+    sample_chain,
+    sample_edit,
+    sample_generation,
+)
+from openkontext.world.scene import FILTERS, Obj, Scene, Target
+
+
+def test_samples_are_a_function_of_the_seed():
+    def draw(seed):
+        rng = random.Random(seed)
+        return ([sample_edit(rng) for _ in range(30)], [sample_generation(rng) for _ in range(5)],
+                [sample_chain(rng) for _ in range(3)])
+
+    assert draw(7) == draw(7)
+    assert draw(7) != draw(8)
+
+
+def test_sample_edit_honours_kinds_and_split():
+    rng = random.Random(0)
+    samples = [sample_edit(rng, split="heldout") for _ in range(400)]
+    assert set(Counter(s.kind for s in samples)) == set(KINDS)
+    for s in samples:
+        assert s.phrasing_split == "heldout"
+        assert s.target == apply_edit(s.source, s.edit)
+        assert s.instruction in _instructions(s, heldout=True)
+    swaps = [sample_edit(rng, ["swap"]) for _ in range(20)]
+    assert {s.kind for s in swaps} == {"swap"} and all(len(s.source.objects) >= 2 for s in swaps)
+    with pytest.raises(ValueError, match="unknown edit kind"):
+        sample_edit(rng, ["rotate"])
+    with pytest.raises(ValueError, match="is possible on this scene"):
+        sample_edit(rng, ["remove"], source=Scene("red"))
+
+
+def _instructions(sample, heldout: bool) -> set[str]:
+    """Every text the phrasings of one split give for a sample's edit."""
+    slots = edit_slots(sample.source, sample.edit)
+    variants = [slots]
+    if sample.kind == "swap":
+        variants.append({**slots, "obj": slots["obj2"], "obj2": slots["obj"]})
+    return {p.fill(v) for p in INSTRUCTIONS[sample.kind] if p.heldout == heldout
+            for v in variants}
+
+
+def test_edit_sample_images_and_mask():
+    rng = random.Random(1)
+    for _ in range(20):
+        s = sample_edit(rng)
+        src, tgt, mask = s.images(24)
+        assert np.array_equal(src, render(s.source, 24))
+        assert np.array_equal(tgt, render_target(s.target, 24))
+        assert np.array_equal(mask, (src != tgt).any(-1)) and mask.any()
+        assert np.array_equal(src[~mask], tgt[~mask])
+
+
+def test_chains_have_ground_truth_after_every_turn():
+    rng = random.Random(2)
+    lengths = set()
+    for _ in range(40):
+        chain = sample_chain(rng)
+        lengths.add(len(chain.turns))
+        assert 2 <= len(chain.turns) <= 10
+        scene = chain.source
+        for i, turn in enumerate(chain.turns):
+            assert turn.source == scene
+            assert turn.target == apply_edit(scene, turn.edit)
+            if turn.kind in FILTERS:
+                assert i == len(chain.turns) - 1  # filters only ever come last
+            else:
+                assert turn.target.filter is None
+            scene = turn.target.scene
+        assert chain.targets == [t.target for t in chain.turns]
+    assert min(lengths) <= 3 and max(lengths) >= 9
+    filtered = sample_chain(random.Random(0), turns=3, kinds=["night", "recolor"])
+    assert [t.kind for t in filtered.turns][:2] == ["recolor", "recolor"]
+    with pytest.raises(ValueError, match="not a filter"):
+        sample_chain(rng, turns=3, kinds=["invert"])
+
+
+def test_chain_rendering_follows_each_turn():
+    start = Scene("white", (Obj("circle", "red", "center", "medium"),))
+    chain = sample_chain(random.Random(3), turns=4, source=start)
+    previous = render(start, 32)
+    for turn in chain.turns:
+        image = render_target(turn.target, 32)
+        assert change_mask(previous, image).any()
+        previous = image
+
+
+def test_generation_samples():
+    rng = random.Random(4)
+    g = sample_generation(rng, "heldout")
+    assert g.phrasing_split == "heldout" and g.target.filter is None
+    assert g.description in {d.fill(g.target.scene) for d in DESCRIPTIONS if d.heldout}
+    fixed = Scene("pink", (Obj("star", "black", "top", "large"),))
+    assert sample_generation(rng, "train", scene=fixed).target == Target(fixed)
+
+
+def test_edit_batch_tensors():
+    batch = edit_batch(random.Random(5), 8, 32, kinds=["move", "night"])
+    assert batch.source.shape == batch.target.shape == (8, 3, 32, 32)
+    assert batch.source.dtype == torch.float32
+    assert batch.source.min() >= -1 and batch.source.max() <= 1
+    assert batch.mask.shape == (8, 32, 32) and batch.mask.dtype == torch.bool
+    assert torch.equal(batch.mask, (batch.source != batch.target).any(1))
+    assert set(batch.kinds) <= {"move", "night"} and len(batch.instructions) == 8
+    for i, s in enumerate(batch.samples):
+        expected = torch.from_numpy(render_target(s.target, 32)).permute(2, 0, 1) / 127.5 - 1
+        assert torch.allclose(batch.target[i], expected)
+    again = edit_batch(random.Random(5), 8, 32, kinds=["move", "night"])
+    assert torch.equal(again.target, batch.target) and again.instructions == batch.instructions
+    gen = generation_batch(random.Random(6), 4, 16)
+    assert gen.target.shape == (4, 3, 16, 16) and len(gen.descriptions) == 4
