@@ -1,0 +1,288 @@
+"""The `openkontext` command line.
+
+Exit codes: 0 success, 2 bad input (unreadable image, bad size, unknown option value, missing
+weights), 1 an internal error. `--json` prints one JSON document on stdout for scripts;
+progress bars go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from openkontext.train.cli import app as train_app
+from openkontext.world.cli import app as world_app
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 1
+FORMATS = ("png", "jpeg", "webp")
+
+app = typer.Typer(
+    help="openkontext: instruction-based image editing (FLUX.1 Kontext), self-hosted.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(world_app, name="world")
+app.add_typer(train_app, name="train")
+err = Console(stderr=True)
+
+# Options shared by edit, generate and chat.
+Weights = Annotated[
+    str | None,
+    typer.Option(
+        help="FLUX weights (BFL file/folder, diffusers "
+        "folder or mini export); default: embedded mini"
+    ),
+]
+Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default: best)")]
+Dtype = Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (default: fp32 on CPU)")]
+Seed = Annotated[int | None, typer.Option(help="same seed + inputs + settings = same bytes")]
+Steps = Annotated[int | None, typer.Option(help="denoising steps 1..50 (default: model's)")]
+Guidance = Annotated[float | None, typer.Option(help="distilled guidance 1..20")]
+Aspect = Annotated[str | None, typer.Option("--aspect-ratio", help="W:H, 21:9 .. 9:21")]
+Width = Annotated[int | None, typer.Option(help="explicit width (with --height)")]
+Height = Annotated[int | None, typer.Option(help="explicit height (with --width)")]
+NumImages = Annotated[int, typer.Option("--num-images", "-n", help="1..4, one batch")]
+Format = Annotated[str, typer.Option("--format", "-f", help="png, jpeg or webp")]
+Quality = Annotated[int, typer.Option(help="jpeg/webp quality 1..100")]
+Style = Annotated[str | None, typer.Option("--style", help="a named style preset")]
+Preserve = Annotated[bool, typer.Option(help="paste back pixels the edit did not change")]
+AsJson = Annotated[bool, typer.Option("--json", help="print a JSON result on stdout")]
+Output = Annotated[Path | None, typer.Option("--output", "-o", help="output file")]
+
+
+class BadInput(Exception):
+    """Raised for user errors that should exit with EXIT_BAD_INPUT."""
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn known user errors into a one-line message and exit code 2; others into exit 1."""
+    from openkontext.imaging import ImageError
+    from openkontext.resolution import SizeError
+    from openkontext.session import SessionError
+    from openkontext.weights import WeightsError
+
+    try:
+        yield
+    except (
+        BadInput,
+        ImageError,
+        SizeError,
+        SessionError,
+        WeightsError,
+        ValueError,
+        FileNotFoundError,
+    ) as e:
+        err.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except typer.Exit:
+        raise
+    except Exception as e:  # noqa: BLE001 - last resort: report, do not dump a traceback
+        err.print(f"[red]internal error:[/red] {type(e).__name__}: {e}")
+        raise typer.Exit(EXIT_INTERNAL) from None
+
+
+@contextmanager
+def _progress(label: str, quiet: bool = False) -> Iterator[Callable[[int, int], None]]:
+    """A step progress bar on stderr; yields the pipeline's on_step callback."""
+    bar = Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=quiet,
+    )
+    with bar:
+        task = bar.add_task(label, total=None)
+        yield lambda i, n: bar.update(task, completed=i, total=n)
+
+
+def _load(weights, device, dtype):
+    from openkontext.pipeline import Kontext
+
+    with err.status("loading model"):
+        return Kontext.load(weights, device=device, dtype=dtype)
+
+
+def _write_outputs(result, output: Path, fmt: str, quality: int) -> list[Path]:
+    if fmt not in FORMATS:
+        raise BadInput(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    blobs = result.encode(fmt, quality=quality)
+    if len(blobs) == 1:
+        paths = [output]
+    else:
+        paths = [
+            output.with_name(f"{output.stem}_{i + 1}{output.suffix}") for i in range(len(blobs))
+        ]
+    from openkontext.files import atomic_write
+
+    for path, data in zip(paths, blobs, strict=True):
+        atomic_write(path, data)
+    return paths
+
+
+def _report(result, paths: list[Path], as_json: bool) -> None:
+    doc = {
+        "outputs": [str(p) for p in paths],
+        "seeds": result.seeds,
+        "width": result.width,
+        "height": result.height,
+        "steps": result.steps,
+        "guidance": result.guidance,
+        "prompt": result.prompt,
+        "model": result.model,
+        "seconds": round(result.seconds, 3),
+    }
+    if as_json:
+        typer.echo(json.dumps(doc))
+    else:
+        for p, s in zip(paths, result.seeds, strict=True):
+            err.print(
+                f"wrote {p} ({result.width}x{result.height}, seed {s}, {result.seconds:.2f} s)"
+            )
+
+
+def _run(kontext, prompt, images, settings, label, quiet):
+    with _progress(label, quiet) as on_step:
+        return kontext.run(prompt, images, settings, on_step=on_step)
+
+
+@app.command()
+def edit(
+    image: Annotated[Path, typer.Argument(help="image to edit (png, jpeg, webp, gif, avif)")],
+    instruction: Annotated[str, typer.Argument(help='what to change, e.g. "make the car red"')],
+    output: Output = None,
+    reference: Annotated[
+        list[Path] | None, typer.Option(help="extra reference image (<= 3)")
+    ] = None,
+    seed: Seed = None,
+    steps: Steps = None,
+    guidance: Guidance = None,
+    aspect_ratio: Aspect = None,
+    width: Width = None,
+    height: Height = None,
+    num_images: NumImages = 1,
+    fmt: Format = "png",
+    quality: Quality = 95,
+    style: Style = None,
+    preserve: Preserve = True,
+    weights: Weights = None,
+    device: Device = None,
+    dtype: Dtype = None,
+    as_json: AsJson = False,
+) -> None:
+    """Edit IMAGE following INSTRUCTION."""
+    from openkontext.pipeline import Settings
+
+    with _errors():
+        settings = Settings(
+            seed, steps, guidance, aspect_ratio, width, height, num_images, style, preserve
+        )
+        kontext = _load(weights, device, dtype)
+        result = _run(
+            kontext, instruction, [image, *(reference or [])], settings, "editing", as_json
+        )
+        out = output or Path(f"{image.stem}-edit-{result.seeds[0]}.{fmt}")
+        _report(result, _write_outputs(result, out, fmt, quality), as_json)
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="a description of the image")],
+    output: Output = None,
+    seed: Seed = None,
+    steps: Steps = None,
+    guidance: Guidance = None,
+    aspect_ratio: Aspect = None,
+    width: Width = None,
+    height: Height = None,
+    num_images: NumImages = 1,
+    fmt: Format = "png",
+    quality: Quality = 95,
+    style: Style = None,
+    weights: Weights = None,
+    device: Device = None,
+    dtype: Dtype = None,
+    as_json: AsJson = False,
+) -> None:
+    """Generate an image from PROMPT alone."""
+    from openkontext.pipeline import Settings
+
+    with _errors():
+        settings = Settings(seed, steps, guidance, aspect_ratio, width, height, num_images, style)
+        kontext = _load(weights, device, dtype)
+        result = _run(kontext, prompt, [], settings, "generating", as_json)
+        out = output or Path(f"generated-{result.seeds[0]}.{fmt}")
+        _report(result, _write_outputs(result, out, fmt, quality), as_json)
+
+
+@app.command()
+def info(
+    weights: Weights = None, device: Device = None, dtype: Dtype = None, as_json: AsJson = False
+) -> None:
+    """Show the model, weights, device, dtype and memory in use."""
+    import resource
+
+    with _errors():
+        kontext = _load(weights, device, dtype)
+        doc = kontext.info()
+        doc["weights"] = weights or "embedded"
+        doc["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        if as_json:
+            typer.echo(json.dumps(doc))
+        else:
+            for key, value in doc.items():
+                typer.echo(f"{key:24} {value}")
+
+
+@app.command()
+def chat(
+    image: Annotated[
+        Path | None, typer.Argument(help="starting image (omit to start from text)")
+    ] = None,
+    seed: Seed = None,
+    steps: Steps = None,
+    weights: Weights = None,
+    device: Device = None,
+    dtype: Dtype = None,
+    save: Annotated[Path | None, typer.Option(help="save here on exit")] = None,
+    output_dir: Annotated[Path, typer.Option(help="each turn's image is written here")] = Path(
+        "chat"
+    ),
+) -> None:
+    """Edit turn after turn: one instruction per line; /undo, /branch N, /history, /save DIR,
+    /quit."""
+    from openkontext.cli_chat import run_chat
+
+    with _errors():
+        kontext = _load(weights, device, dtype)
+        session = kontext.session(image, seed=seed, steps=steps)
+        run_chat(session, sys.stdin, err, output_dir, save, _progress)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="folder for the pictures")] = Path("out/demo"),
+    seed: Seed = 0,
+) -> None:
+    """Edit a Shapes World scene with the embedded model and write before/after pictures."""
+    from openkontext.cli_chat import run_demo
+
+    with _errors():
+        run_demo(_load(None, None, None), out, seed, err, _progress)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,410 @@
+"""The one place that runs an edit or a generation.
+
+Front ends (CLI, HTTP worker, web page, evaluation, training-time sampling) call into this
+module; nobody else runs the denoise loop. Bottom half: the tensor-level core (seeded noise,
+encode -> denoise -> decode). Top half: `Kontext`, the user-facing API that takes images and
+settings, picks the size, runs the core as one batch and pastes back unedited pixels.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from openkontext import flow, imaging
+from openkontext.model import AutoEncoder, Flux, ModelPreset
+from openkontext.packing import References, image_ids, pack, text_ids, unpack
+from openkontext.preserve import paste_back
+from openkontext.resolution import resolve_size
+
+
+class TextEncoder(Protocol):
+    def encode(self, prompts: list[str]) -> tuple[Tensor, Tensor]: ...
+
+
+@dataclass
+class LoadedModel:
+    """Everything needed to sample: transformer, autoencoder and text encoder of one preset."""
+
+    preset: ModelPreset
+    flux: Flux
+    ae: AutoEncoder
+    text: TextEncoder
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def z_channels(self) -> int:
+        return self.ae.params.z_channels
+
+    @classmethod
+    def random(cls, preset: str | ModelPreset = "mini", seed: int = 0) -> LoadedModel:
+        """A randomly initialised model of a byte-text preset: for tests and for trying the
+        machinery before trained weights exist. Its pictures are noise."""
+        from openkontext.model import ByteTextEncoder, get_preset
+
+        p = get_preset(preset) if isinstance(preset, str) else preset
+        if p.text is None:
+            raise ValueError(f"preset {p.name!r} needs T5/CLIP weights; no random variant")
+        torch.manual_seed(seed)
+        flux, ae, text = Flux(p.flux), AutoEncoder(p.ae), ByteTextEncoder(p.text)
+        for m in (flux, ae, text):
+            m.eval().requires_grad_(False)
+        return cls(p, flux, ae, text, torch.device("cpu"), torch.float32)
+
+
+def initial_noise(
+    seeds: list[int],
+    z_channels: int,
+    height: int,
+    width: int,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Starting noise for images of (height, width) px: one CPU generator per image, seeded with
+    its seed, drawing (1, z, 2*ceil(H/16), 2*ceil(W/16)) as the reference pipelines do for an
+    8x autoencoder. -> (B, z, h, w). A batch equals the same seeds drawn one by one."""
+    h, w = 2 * math.ceil(height / 16), 2 * math.ceil(width / 16)
+    draws = [
+        torch.randn(1, z_channels, h, w, generator=torch.Generator("cpu").manual_seed(s))
+        for s in seeds
+    ]
+    return torch.cat(draws).to(device=device, dtype=dtype)
+
+
+@torch.no_grad()
+def encode_references(model: LoadedModel, images: list[Tensor]) -> References:
+    """images: one (B or 1, 3, H_k, W_k) tensor in [-1, 1] per reference, encoded one at a time
+    (peak memory of one image) -> packed reference tokens with indices 1..n."""
+    latents = [model.ae.encode(x.to(model.device, model.dtype)) for x in images]
+    return References.from_latents(latents)
+
+
+@torch.no_grad()
+def sample_latents(
+    model: LoadedModel,
+    txt: Tensor,
+    vec: Tensor,
+    noise: Tensor,
+    steps: int,
+    guidance: float | None,
+    refs: References | None = None,
+    on_step: flow.StepCallback | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> Tensor:
+    """Denoise `noise` (B, z, h, w) into normalised latents of the same shape."""
+    batch, _, h, w = noise.shape
+    img = pack(noise)
+    timesteps = flow.get_schedule(steps, img.shape[1])
+    if not model.flux.params.guidance_embed:
+        guidance = None
+    out = flow.denoise(
+        model.flux,
+        img,
+        image_ids(batch, h, w, device=noise.device).to(noise.dtype),
+        txt.to(noise.dtype),
+        text_ids(batch, txt.shape[1], device=noise.device).to(noise.dtype),
+        vec.to(noise.dtype),
+        timesteps,
+        guidance=guidance,
+        refs=refs,
+        on_step=on_step,
+        cancelled=cancelled,
+    )
+    return unpack(out, h, w)
+
+
+@torch.no_grad()
+def run_tensors(
+    model: LoadedModel,
+    prompts: list[str],
+    seeds: list[int],
+    height: int,
+    width: int,
+    steps: int,
+    guidance: float | None,
+    references: list[Tensor] | None = None,
+    on_step: flow.StepCallback | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> Tensor:
+    """Edit (references given) or generate (none): -> images (B, 3, height, width) in [-1, 1].
+
+    prompts and seeds have one entry per output image; references are shared by all outputs
+    unless their batch equals the number of prompts.
+    """
+    if len(prompts) != len(seeds):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    # 1. Text.
+    txt, vec = model.text.encode(prompts)
+    # 2. References, encoded one at a time.
+    refs = encode_references(model, references) if references else None
+    # 3. Denoise from seeded noise.
+    noise = initial_noise(seeds, model.z_channels, height, width, model.device, model.dtype)
+    z = sample_latents(model, txt, vec, noise, steps, guidance, refs, on_step, cancelled)
+    # 4. Decode.
+    return model.ae.decode(z).float().clamp(-1, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The user-facing API.
+
+# Named style presets: each extends the instruction. Configurable by passing `style_presets`.
+STYLE_PRESETS: dict[str, str] = {
+    "photographic": "as a realistic photograph",
+    "cinematic": "as a cinematic film still, dramatic lighting",
+    "anime": "in anime style",
+    "manga": "as a black and white manga drawing",
+    "digital-art": "as digital art",
+    "comic-book": "in comic book style",
+    "fantasy-art": "as fantasy art",
+    "line-art": "as clean line art",
+    "analog-film": "as an analog film photograph",
+    "neon-punk": "in neon punk style",
+    "isometric": "as an isometric illustration",
+    "low-poly": "as a low-poly 3D render",
+    "origami": "as paper origami",
+    "modeling-compound": "as a clay model",
+    "3d-model": "as a 3D model render",
+    "pixel-art": "as pixel art",
+    "watercolor": "as a watercolor painting",
+}
+
+MAX_REFERENCES = 4
+MAX_IMAGES = 4
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Per-request knobs; None means the model's default."""
+
+    seed: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    aspect_ratio: str | None = None
+    width: int | None = None
+    height: int | None = None
+    num_images: int = 1
+    style_preset: str | None = None
+    preserve: bool = True  # paste back pixels the edit did not change
+
+
+@dataclass
+class Result:
+    images: list[Image.Image]
+    seeds: list[int]
+    width: int
+    height: int
+    prompt: str  # the instruction as run (style preset applied)
+    steps: int
+    guidance: float | None
+    seconds: float
+    model: str
+    changed: list[np.ndarray] = field(default_factory=list)  # per image, when preserved
+
+    def encode(
+        self,
+        fmt: str = "png",
+        quality: int = 95,
+        progressive: bool = False,
+        include_prompt: bool = True,
+    ) -> list[bytes]:
+        """Each image as file bytes, with AI-generated metadata (model, seed, prompt)."""
+        return [
+            imaging.encode_image(
+                img,
+                fmt,
+                imaging.OutputMetadata(
+                    model=self.model, seed=seed, prompt=self.prompt, include_prompt=include_prompt
+                ),
+                quality=quality,
+                progressive=progressive,
+            )
+            for img, seed in zip(self.images, self.seeds, strict=True)
+        ]
+
+
+def choose_device(device: str | None = None) -> torch.device:
+    """cuda > mps > cpu unless given."""
+    if device:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def choose_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
+    """bfloat16 on accelerators, float32 on the CPU, unless given."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype:
+        names = {
+            "fp32": torch.float32,
+            "float32": torch.float32,
+            "bf16": torch.bfloat16,
+            "bfloat16": torch.bfloat16,
+            "fp16": torch.float16,
+            "float16": torch.float16,
+        }
+        if dtype not in names:
+            raise ValueError(f"dtype must be one of {sorted(names)}, got {dtype!r}")
+        return names[dtype]
+    return torch.float32 if device.type == "cpu" else torch.bfloat16
+
+
+class Kontext:
+    """Edit and generate images. `Kontext.load()` gives the embedded mini model."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        style_presets: dict[str, str] | None = None,
+        limits: imaging.ImageLimits = imaging.DEFAULT_LIMITS,
+    ):
+        self.model = model
+        self.style_presets = STYLE_PRESETS if style_presets is None else style_presets
+        self.limits = limits
+
+    @classmethod
+    def load(
+        cls,
+        weights: str | Path | None = None,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        text_encoders: str | Path | None = None,
+        **kwargs,
+    ) -> Kontext:
+        """The embedded mini model (weights=None), a mini export folder, or real FLUX.1 Kontext
+        weights (BFL file/folder or diffusers folder; `text_encoders` points at a folder with
+        text_encoder/ and text_encoder_2/ when the weights do not include them)."""
+        from openkontext import weights as weights_module
+
+        dev = choose_device(device)
+        return cls(
+            weights_module.load_model(weights, dev, choose_dtype(dev, dtype), text_encoders),
+            **kwargs,
+        )
+
+    # -- front doors ---------------------------------------------------------------------------
+
+    def edit(self, image, prompt: str, *, references: Sequence = (), **settings) -> Result:
+        """Edit `image` (PIL image, path or bytes) following `prompt`; up to 3 extra references."""
+        return self.run(prompt, [image, *references], Settings(**settings))
+
+    def generate(self, prompt: str, **settings) -> Result:
+        """A new image from text alone."""
+        return self.run(prompt, [], Settings(**settings))
+
+    def session(self, image=None, **settings):
+        """A multi-turn editing session starting from `image`."""
+        from openkontext.session import Session
+
+        return Session(self, image, Settings(**settings))
+
+    # -- the one path ---------------------------------------------------------------------------
+
+    def run(
+        self,
+        prompt: str,
+        images: Sequence = (),
+        settings: Settings = Settings(),
+        on_step: flow.StepCallback | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Result:
+        """Edit (1..4 images) or generate (no image) as one batch of `num_images`."""
+        started = time.perf_counter()
+        preset = self.model.preset
+        # 1. Validate and read inputs.
+        prompt = self._apply_style(prompt, settings.style_preset)
+        if not 1 <= settings.num_images <= MAX_IMAGES:
+            raise ValueError(f"num_images must be 1..{MAX_IMAGES}, got {settings.num_images}")
+        if len(images) > MAX_REFERENCES:
+            raise ValueError(f"at most {MAX_REFERENCES} input images, got {len(images)}")
+        pil = [imaging.load_image(img, self.limits) for img in images]
+        steps = preset.default_steps if settings.steps is None else settings.steps
+        guidance = preset.default_guidance if settings.guidance is None else settings.guidance
+        if not 1 <= steps <= 50:
+            raise ValueError(f"steps must be 1..50, got {steps}")
+        if not 1.0 <= guidance <= 20.0:
+            raise ValueError(f"guidance must be 1..20, got {guidance}")
+        seed = secrets.randbelow(2**32) if settings.seed is None else settings.seed
+        seeds = [seed + i for i in range(settings.num_images)]
+        # 2. Sizes: the output, and each reference at its own preferred size.
+        width, height = resolve_size(
+            preset,
+            pil[0].size if pil else None,
+            settings.aspect_ratio,
+            settings.width,
+            settings.height,
+        )
+        ref_sizes = [resolve_size(preset, img.size) for img in pil]
+        ref_images = [imaging.resize_image(img, s) for img, s in zip(pil, ref_sizes, strict=True)]
+        references = [imaging.image_to_tensor(img) for img in ref_images] or None
+        # 3. One batch through the model.
+        out = run_tensors(
+            self.model,
+            [prompt] * len(seeds),
+            seeds,
+            height,
+            width,
+            steps,
+            guidance,
+            references,
+            on_step,
+            cancelled,
+        )
+        arrays = list(imaging.tensor_to_uint8(out))
+        # 4. Paste back unedited pixels when the output has the first input's size.
+        changed: list[np.ndarray] = []
+        if settings.preserve and ref_images and ref_sizes[0] == (width, height):
+            original = imaging.image_to_array(ref_images[0])
+            pasted = [paste_back(original, a) for a in arrays]
+            arrays, changed = [p[0] for p in pasted], [p[1] for p in pasted]
+        return Result(
+            images=[Image.fromarray(a) for a in arrays],
+            seeds=seeds,
+            width=width,
+            height=height,
+            prompt=prompt,
+            steps=steps,
+            guidance=guidance,
+            model=preset.name,
+            seconds=time.perf_counter() - started,
+            changed=changed,
+        )
+
+    def _apply_style(self, prompt: str, style: str | None) -> str:
+        if not prompt or not prompt.strip():
+            raise ValueError("prompt must not be empty")
+        if style is None:
+            return prompt
+        if style not in self.style_presets:
+            raise ValueError(
+                f"unknown style_preset {style!r}; choose one of "
+                f"{', '.join(sorted(self.style_presets))}"
+            )
+        return f"{prompt.rstrip('. ')}, {self.style_presets[style]}"
+
+    def info(self) -> dict:
+        m = self.model
+        count = sum(p.numel() for p in m.flux.parameters())
+        return {
+            "model": m.preset.name,
+            "device": str(m.device),
+            "dtype": str(m.dtype).removeprefix("torch."),
+            "transformer_parameters": count,
+            "native_size": m.preset.native_size,
+            "default_steps": m.preset.default_steps,
+            "default_guidance": m.preset.default_guidance,
+        }

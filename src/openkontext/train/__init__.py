@@ -1,0 +1,1 @@
+"""Training the embedded `mini` model on Shapes World (autoencoder, then transformer)."""

@@ -1,0 +1,137 @@
+"""Stage 1: the mini autoencoder, trained on Shapes World renders (with and without filters).
+
+Loss: L1 + MSE reconstruction on a sample of the posterior, plus a small KL term that keeps the
+latent smooth enough to be a good space for the flow model. Afterwards the latent's mean and
+standard deviation over fresh scenes set `shift_factor` and `scale_factor`, so normalised
+latents have zero mean and unit variance, as the FLUX autoencoder's do on photographs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from openkontext.model import AutoEncoder, AutoEncoderParams
+from openkontext.train.common import JsonlLog, atomic_torch_save, progress_bar
+from openkontext.world.render import apply_filter, render_batch, to_tensor
+from openkontext.world.scene import FILTERS, random_scene
+
+
+@dataclass(frozen=True)
+class AETrainConfig:
+    steps: int = 4000
+    batch_size: int = 32
+    lr: float = 1e-3
+    kl_weight: float = 1e-4
+    filter_prob: float = 0.3
+    checkpoint_every: int = 250
+    seed: int = 0
+
+
+def ae_batch(rng: random.Random, batch: int, size: int, filter_prob: float) -> torch.Tensor:
+    """Random scenes, some passed through a global filter: (B, 3, size, size) in [-1, 1]."""
+    images = render_batch([random_scene(rng) for _ in range(batch)], size)
+    for i in range(batch):
+        if rng.random() < filter_prob:
+            images[i] = apply_filter(images[i], rng.choice(sorted(FILTERS)))
+    return to_tensor(images)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of images in [-1, 1], measured on the 0..255 scale."""
+    a = ((a.clamp(-1, 1) + 1) * 127.5).round()
+    b = ((b.clamp(-1, 1) + 1) * 127.5).round()
+    mse = (a - b).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+    return 10 * torch.log10(255.0**2 / mse)
+
+
+@torch.no_grad()
+def calibrate(ae: AutoEncoder, size: int, n: int = 512, seed: int = 12345) -> AutoEncoderParams:
+    """Params with shift/scale set so that normalised latents have mean 0 and std 1."""
+    rng = random.Random(seed)
+    means = [ae.encode_moments(ae_batch(rng, 64, size, 0.3))[0] for _ in range(n // 64)]
+    z = torch.cat(means)
+    shift, std = z.mean().item(), z.std().item()
+    return dataclasses.replace(
+        ae.params, shift_factor=round(shift, 4), scale_factor=round(1 / std, 4)
+    )
+
+
+def train_autoencoder(
+    params: AutoEncoderParams, out: Path, cfg: AETrainConfig, resume: bool = True
+) -> AutoEncoder:
+    """Train (or resume) and return the calibrated autoencoder; checkpoints in out/ae.pt."""
+    ckpt_path = out / "ae.pt"
+    log = JsonlLog(out / "ae_log.jsonl")
+    torch.manual_seed(cfg.seed)
+    ae = AutoEncoder(params)
+    opt = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    step = 0
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ae = AutoEncoder(AutoEncoderParams.from_dict(state["params"]))
+        ae.load_state_dict(state["model"])
+        opt = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, weight_decay=0.0)
+        opt.load_state_dict(state["optimizer"])
+        step = state["step"]
+        if state.get("done"):
+            return ae.eval()
+    rng = random.Random(cfg.seed * 1_000_003 + step)
+    size = params.resolution
+
+    def save(done: bool = False) -> None:
+        atomic_torch_save(
+            {
+                "params": ae.params.to_dict(),
+                "model": ae.state_dict(),
+                "optimizer": opt.state_dict(),
+                "step": step,
+                "done": done,
+                "config": dataclasses.asdict(cfg),
+            },
+            ckpt_path,
+        )
+
+    with progress_bar("autoencoder") as bar:
+        task = bar.add_task("ae", total=cfg.steps, completed=step, info="")
+        while step < cfg.steps:
+            lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+            for group in opt.param_groups:
+                group["lr"] = lr
+            x = ae_batch(rng, cfg.batch_size, size, cfg.filter_prob)
+            mean, logvar = ae.encode_moments(x)
+            logvar = logvar.clamp(-30, 20)
+            z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
+            recon = ae.decoder(z)
+            kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
+            loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + cfg.kl_weight * kl
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
+            opt.step()
+            step += 1
+            if step % 25 == 0 or step == cfg.steps:
+                with torch.no_grad():
+                    p = psnr(ae.decoder(mean), x).median().item()
+                log.write(
+                    step=step,
+                    loss=round(loss.item(), 5),
+                    kl=round(kl.item(), 4),
+                    psnr=round(p, 2),
+                    lr=lr,
+                )
+                bar.update(task, completed=step, info=f"loss {loss.item():.4f} psnr {p:.1f} dB")
+            if step % cfg.checkpoint_every == 0:
+                save()
+    ae.eval()
+    ae.params = calibrate(ae, size)
+    ae.scale_factor, ae.shift_factor = ae.params.scale_factor, ae.params.shift_factor
+    step = cfg.steps
+    save(done=True)
+    return ae

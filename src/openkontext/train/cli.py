@@ -1,0 +1,40 @@
+"""`openkontext train ...`: train the embedded mini model (resumable, runs for hours on a CPU)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Train the embedded mini model on Shapes World.", no_args_is_help=True)
+
+
+@app.command("mini")
+def train_mini(
+    out: Annotated[Path, typer.Option(help="run folder for checkpoints and logs")] = Path(
+        "runs/mini"
+    ),
+    resume: Annotated[bool, typer.Option(help="continue from the checkpoints in --out")] = True,
+    ae_steps: Annotated[int, typer.Option(help="autoencoder steps")] = 2500,
+    steps: Annotated[
+        int, typer.Option(help="transformer steps (total, including resumed)")
+    ] = 40_000,
+    threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default)")] = 0,
+) -> None:
+    """Train the autoencoder (stage 1), then the transformer and text encoder (stage 2)."""
+    import torch
+
+    from openkontext.model import get_preset
+    from openkontext.train.autoencoder import AETrainConfig, train_autoencoder
+    from openkontext.train.transformer import FlowTrainConfig, train_transformer
+
+    if threads:
+        torch.set_num_threads(threads)
+    preset = get_preset("mini")
+    out.mkdir(parents=True, exist_ok=True)
+    ae = train_autoencoder(preset.ae, out, AETrainConfig(steps=ae_steps, batch_size=16), resume)
+    typer.echo(f"autoencoder ready: scale {ae.params.scale_factor} shift {ae.params.shift_factor}")
+    preset = dataclasses.replace(preset, ae=ae.params)
+    train_transformer(preset, ae, out, FlowTrainConfig(steps=steps), resume)

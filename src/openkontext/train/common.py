@@ -1,0 +1,71 @@
+"""Pieces shared by the training stages: EMA, atomic checkpoints, JSONL logs, progress."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+
+class EMA:
+    """Exponential moving average of a module's parameters (kept in float32)."""
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = copy.deepcopy(module).float().eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, module: nn.Module, decay: float | None = None) -> None:
+        d = self.decay if decay is None else decay
+        for s, p in zip(self.shadow.parameters(), module.parameters(), strict=True):
+            s.lerp_(p.detach().float(), 1 - d)
+
+    def state_dict(self) -> dict:
+        return self.shadow.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.shadow.load_state_dict(state)
+
+
+def atomic_torch_save(obj: object, path: Path) -> None:
+    """Write to a temporary file in the same folder, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class JsonlLog:
+    """Appends one JSON object per line; used for losses and periodic evaluations."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, **record) -> None:
+        record.setdefault("time", round(time.time(), 1))
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def progress_bar(description: str) -> Progress:
+    return Progress(
+        TextColumn(f"[bold]{description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+        refresh_per_second=1,
+    )

@@ -1,0 +1,218 @@
+"""Stage 2: the mini transformer and its byte-level text encoder, on an endless Shapes World
+stream of edits (the source image as reference 1) and generations (no reference).
+
+The autoencoder from stage 1 is frozen. Each step draws fresh samples, encodes them, noises
+the target latent along the rectified-flow path at t ~ logit-normal and regresses the velocity.
+Loss is logged per band of t; every `eval_every` steps the EMA model samples a fixed set of
+edits through the pipeline and its PSNR to ground truth is logged beside the identity baseline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from openkontext import flow
+from openkontext.model import AutoEncoder, ByteTextEncoder, Flux, ModelPreset
+from openkontext.packing import References, image_ids, pack, text_ids
+from openkontext.pipeline import LoadedModel, run_tensors
+from openkontext.train.autoencoder import psnr
+from openkontext.train.common import EMA, JsonlLog, atomic_torch_save, progress_bar
+from openkontext.world.sampling import edit_batch, edit_batch_from, generation_batch, sample_edit
+
+T_BANDS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+@dataclass(frozen=True)
+class FlowTrainConfig:
+    steps: int = 40_000
+    edit_batch: int = 24
+    generation_batch: int = 8
+    lr: float = 4e-4
+    warmup: int = 300
+    weight_decay: float = 0.01
+    ema_decay: float = 0.999
+    t_mean: float = 0.0  # logit-normal t: sigmoid(N(t_mean, t_std))
+    t_std: float = 1.0
+    checkpoint_every: int = 200
+    eval_every: int = 1000
+    eval_cases: int = 48
+    eval_steps: int = 16
+    seed: int = 0
+
+
+class Stepper:
+    """Holds the trainable modules and runs one optimisation step."""
+
+    def __init__(self, preset: ModelPreset, ae: AutoEncoder, cfg: FlowTrainConfig):
+        self.preset, self.cfg, self.ae = preset, cfg, ae.eval().requires_grad_(False)
+        torch.manual_seed(cfg.seed)
+        self.flux = Flux(preset.flux)
+        self.flux.init_weights()
+        self.text = ByteTextEncoder(preset.text)
+        params = list(self.flux.parameters()) + list(self.text.parameters())
+        self.opt = torch.optim.AdamW(
+            params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)
+        )
+        self.ema_flux = EMA(self.flux, cfg.ema_decay)
+        self.ema_text = EMA(self.text, cfg.ema_decay)
+        self.step = 0
+
+    def loss(
+        self,
+        target: torch.Tensor,
+        prompts: list[str],
+        source: torch.Tensor | None,
+        gen: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample losses (B,) and their t (B,) for one sub-batch."""
+        with torch.no_grad():
+            data = pack(self.ae.encode(target))
+            refs = References.from_latents([self.ae.encode(source)]) if source is not None else None
+        b, n, _ = data.shape
+        h = w = target.shape[-1] // self.ae.params.downsample
+        noise = torch.randn(data.shape, generator=gen)
+        t = flow.sample_t_logit_normal(b, self.cfg.t_mean, self.cfg.t_std, generator=gen)
+        x = flow.interpolate(data, noise, t)
+        ids = image_ids(b, h, w)
+        if refs is not None:
+            x, ids = torch.cat((x, refs.tokens), 1), torch.cat((ids, refs.ids), 1)
+        txt, vec = self.text.encode(prompts)
+        pred = self.flux(
+            img=x, img_ids=ids, txt=txt, txt_ids=text_ids(b, txt.shape[1]), timesteps=t, y=vec
+        )
+        return flow.flow_loss(pred[:, :n], data, noise), t
+
+    def train_step(self, rng: random.Random, gen: torch.Generator) -> dict:
+        cfg, size = self.cfg, self.preset.native_size
+        lr = cfg.lr * min(1.0, (self.step + 1) / cfg.warmup)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        edits = edit_batch(rng, cfg.edit_batch, size)
+        losses, ts = self.loss(edits.target, edits.instructions, edits.source, gen)
+        if cfg.generation_batch:
+            gens = generation_batch(rng, cfg.generation_batch, size)
+            gl, gt = self.loss(gens.target, gens.descriptions, None, gen)
+            losses, ts = torch.cat((losses, gl)), torch.cat((ts, gt))
+        loss = losses.mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            list(self.flux.parameters()) + list(self.text.parameters()), 1.0
+        )
+        self.opt.step()
+        self.step += 1
+        decay = min(cfg.ema_decay, (1 + self.step) / (10 + self.step))
+        self.ema_flux.update(self.flux, decay)
+        self.ema_text.update(self.text, decay)
+        bands = {}
+        for lo, hi in zip(T_BANDS[:-1], T_BANDS[1:], strict=True):
+            sel = (ts >= lo) & (ts < hi)
+            if sel.any():
+                bands[f"t{lo:.2f}"] = round(losses[sel].mean().item(), 5)
+        return {
+            "loss": round(loss.item(), 5),
+            "grad_norm": round(grad_norm.item(), 3),
+            "lr": lr,
+            "bands": bands,
+        }
+
+    def ema_model(self) -> LoadedModel:
+        return LoadedModel(
+            self.preset,
+            self.ema_flux.shadow,
+            self.ae,
+            self.ema_text.shadow,
+            torch.device("cpu"),
+            torch.float32,
+        )
+
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "flux": self.flux.state_dict(),
+            "text": self.text.state_dict(),
+            "ema_flux": self.ema_flux.state_dict(),
+            "ema_text": self.ema_text.state_dict(),
+            "optimizer": self.opt.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = state["step"]
+        self.flux.load_state_dict(state["flux"])
+        self.text.load_state_dict(state["text"])
+        self.ema_flux.load_state_dict(state["ema_flux"])
+        self.ema_text.load_state_dict(state["ema_text"])
+        self.opt.load_state_dict(state["optimizer"])
+
+
+def quick_eval(model: LoadedModel, cases: int, steps: int, seed: int = 999) -> dict:
+    """Median PSNR over a fixed set of edits (EMA weights) vs. the identity baseline."""
+    rng = random.Random(seed)
+    samples = [sample_edit(rng) for _ in range(cases)]
+    batch = edit_batch_from(samples, model.preset.native_size)
+    size = model.preset.native_size
+    out = run_tensors(
+        model,
+        batch.instructions,
+        list(range(cases)),
+        size,
+        size,
+        steps,
+        None,
+        references=[batch.source],
+    )
+    scores = psnr(out, batch.target)
+    identity = psnr(batch.source, batch.target)
+    per_kind: dict[str, list[float]] = {}
+    for kind, s in zip(batch.kinds, scores.tolist(), strict=True):
+        per_kind.setdefault(kind, []).append(s)
+    return {
+        "psnr_median": round(scores.median().item(), 2),
+        "identity_median": round(identity.median().item(), 2),
+        "success": round((scores >= 25).float().mean().item(), 3),
+        "per_kind": {k: round(sorted(v)[len(v) // 2], 1) for k, v in sorted(per_kind.items())},
+    }
+
+
+def train_transformer(
+    preset: ModelPreset, ae: AutoEncoder, out: Path, cfg: FlowTrainConfig, resume: bool = True
+) -> Stepper:
+    ckpt_path = out / "flux.pt"
+    log = JsonlLog(out / "flux_log.jsonl")
+    stepper = Stepper(preset, ae, cfg)
+    if resume and ckpt_path.exists():
+        stepper.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=False))
+    rng = random.Random(cfg.seed * 7_919 + stepper.step)
+    gen = torch.Generator().manual_seed(cfg.seed * 104_729 + stepper.step)
+
+    def save() -> None:
+        state = stepper.state_dict()
+        state["config"] = dataclasses.asdict(cfg)
+        state["preset"] = preset.name
+        atomic_torch_save(state, ckpt_path)
+
+    started = time.time()
+    with progress_bar("transformer") as bar:
+        task = bar.add_task("flux", total=cfg.steps, completed=stepper.step, info="")
+        while stepper.step < cfg.steps:
+            stats = stepper.train_step(rng, gen)
+            step = stepper.step
+            if step % 20 == 0:
+                rate = (time.time() - started) / 20
+                started = time.time()
+                log.write(step=step, sec_per_step=round(rate, 3), **stats)
+                bar.update(task, completed=step, info=f"loss {stats['loss']:.4f} {rate:.2f}s/it")
+            if step % cfg.checkpoint_every == 0:
+                save()
+            if step % cfg.eval_every == 0:
+                result = quick_eval(stepper.ema_model(), cfg.eval_cases, cfg.eval_steps)
+                log.write(step=step, eval=result)
+                bar.console.print(f"step {step}: eval {result}")
+    save()
+    return stepper
