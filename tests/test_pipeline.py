@@ -1,0 +1,113 @@
+import io
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from openkontext import flow
+from openkontext.imaging import ImageError
+from openkontext.pipeline import Kontext, LoadedModel, Settings, initial_noise
+from openkontext.world.render import render, to_pil
+from openkontext.world.scene import random_scene
+
+
+@pytest.fixture(scope="module")
+def kontext():
+    return Kontext(LoadedModel.random("mini", seed=0))
+
+
+@pytest.fixture(scope="module")
+def scene_png():
+    buf = io.BytesIO()
+    to_pil(render(random_scene(random.Random(3), min_objects=2), 64)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_initial_noise_matches_the_reference_draw_and_batches_like_a_loop():
+    a = initial_noise([7, 8], 16, 64, 96)
+    assert a.shape == (2, 16, 8, 12)
+    ref = torch.randn(1, 16, 8, 12, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a[1:], ref)
+
+
+def test_same_seed_same_bytes_and_different_seed_differs(kontext, scene_png):
+    a = kontext.edit(scene_png, "make the circle blue", seed=5, steps=2).encode("png")[0]
+    b = kontext.edit(scene_png, "make the circle blue", seed=5, steps=2).encode("png")[0]
+    c = kontext.edit(scene_png, "make the circle blue", seed=6, steps=2).encode("png")[0]
+    assert a == b
+    assert a != c
+
+
+def test_batch_equals_loop_of_seeded_calls(kontext, scene_png):
+    batch = kontext.edit(scene_png, "remove the square", seed=10, steps=2, num_images=4,
+                         preserve=False)
+    assert batch.seeds == [10, 11, 12, 13]
+    for i, seed in enumerate(batch.seeds):
+        single = kontext.edit(scene_png, "remove the square", seed=seed, steps=2, preserve=False)
+        diff = np.abs(np.asarray(batch.images[i], int) - np.asarray(single.images[0], int))
+        assert diff.max() <= 1  # float tolerance, then rounding to uint8
+
+
+def test_output_keeps_the_input_aspect_ratio_or_the_requested_one(kontext):
+    wide = Image.new("RGB", (640, 360), "white")
+    assert (kontext.edit(wide, "x", steps=1).width, kontext.edit(wide, "x", steps=1).height) == (
+        80, 48)
+    r = kontext.edit(wide, "x", steps=1, aspect_ratio="1:1")
+    assert (r.width, r.height) == (64, 64)
+    g = kontext.generate("on white: small red circle center", steps=1, width=96, height=64)
+    assert (g.width, g.height) == (96, 64)
+
+
+def test_preserve_keeps_untouched_pixels_bit_identical(kontext, scene_png):
+    original = np.asarray(Image.open(io.BytesIO(scene_png)).convert("RGB"))
+    r = kontext.edit(scene_png, "make the circle blue", seed=1, steps=2)
+    out = np.asarray(r.images[0])
+    region = r.changed[0]
+    assert np.array_equal(out[~region], original[~region])
+
+
+def test_progress_and_cancellation(kontext, scene_png):
+    seen = []
+    kontext.run("x", [scene_png], Settings(steps=3), on_step=lambda i, n: seen.append((i, n)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    with pytest.raises(flow.Cancelled):
+        kontext.run("x", [scene_png], Settings(steps=3), cancelled=lambda: True)
+
+
+def test_style_preset_extends_the_prompt(kontext):
+    r = kontext.generate("a cat", steps=1, style_preset="watercolor")
+    assert r.prompt == "a cat, as a watercolor painting"
+    with pytest.raises(ValueError, match="unknown style_preset"):
+        kontext.generate("a cat", steps=1, style_preset="nope")
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"num_images": 5}, "num_images"),
+        ({"steps": 0}, "steps"),
+        ({"steps": 51}, "steps"),
+        ({"guidance": 30.0}, "guidance"),
+        ({"aspect_ratio": "30:9"}, "aspect_ratio"),
+    ],
+)
+def test_bad_settings_are_rejected(kontext, scene_png, settings, message):
+    with pytest.raises(ValueError, match=message):
+        kontext.edit(scene_png, "x", **settings)
+
+
+def test_bad_inputs_are_rejected(kontext, scene_png):
+    with pytest.raises(ImageError):
+        kontext.edit(b"not an image", "x")
+    with pytest.raises(ValueError, match="at most 4"):
+        kontext.run("x", [scene_png] * 5)
+    with pytest.raises(ValueError, match="prompt"):
+        kontext.edit(scene_png, "  ")
+
+
+def test_extra_references_are_accepted(kontext, scene_png):
+    r = kontext.edit(scene_png, "put the star from image 2 here", references=[scene_png],
+                     steps=1)
+    assert (r.width, r.height) == (64, 64)
