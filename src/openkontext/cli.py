@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from openkontext.serve.cli import register as register_serve
 from openkontext.train.cli import app as train_app
 from openkontext.world.cli import app as world_app
 
@@ -33,6 +34,7 @@ app = typer.Typer(
 )
 app.add_typer(world_app, name="world")
 app.add_typer(train_app, name="train")
+register_serve(app)
 err = Console(stderr=True)
 
 # Options shared by edit, generate and chat.

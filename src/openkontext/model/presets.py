@@ -84,7 +84,9 @@ PRESETS: dict[str, ModelPreset] = {
             shift_factor=0.0,
             norm_groups=8,
         ),
-        text=ByteTextParams(max_bytes=128, bytes_per_token=4, width=192, depth=2, num_heads=4),
+        text=ByteTextParams(
+            max_bytes=160, bytes_per_token=4, width=192, depth=2, num_heads=4
+        ),
         native_size=64,
         default_steps=16,
         default_guidance=1.0,

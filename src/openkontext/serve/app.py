@@ -1,0 +1,95 @@
+"""`create_app(settings, kontext_factory)`: the FastAPI application, wired.
+
+The factory builds the store, worker, webhook sender and metrics; the lifespan starts the worker
+(which loads the model off the event loop) and resumes unsent webhooks, and stops both on exit.
+Tests pass a factory that makes a random-weight mini model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from openkontext import __version__
+from openkontext.pipeline import Kontext
+from openkontext.serve.deps import Services
+from openkontext.serve.inputs import FieldError
+from openkontext.serve.metrics import Metrics
+from openkontext.serve.moderation import (
+    ImageClassifier,
+    PromptUpsampler,
+    TextPolicy,
+    load_plugin,
+)
+from openkontext.serve.routers import jobs, results, system
+from openkontext.serve.settings import ServeSettings, load_settings
+from openkontext.serve.store import JobStore
+from openkontext.serve.views import result_body
+from openkontext.serve.webhooks import Webhooks
+from openkontext.serve.worker import Worker
+
+log = logging.getLogger("openkontext.serve")
+
+
+def create_app(
+    settings: ServeSettings | None = None,
+    kontext_factory: Callable[[], Kontext] | None = None,
+    *,
+    image_classifier: ImageClassifier | None = None,
+    prompt_upsampler: PromptUpsampler | None = None,
+    text_policy: TextPolicy | None = None,
+) -> FastAPI:
+    s = settings or load_settings()
+    if kontext_factory is None:
+        def kontext_factory() -> Kontext:
+            return Kontext.load(s.weights, device=s.device, limits=s.image_limits)
+
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    store = JobStore(s.db_url)
+    metrics = Metrics()
+    webhooks = Webhooks(s, store, lambda job: result_body(job, job.base_url, s))
+    worker = Worker(
+        s, store, kontext_factory, metrics, on_finished=webhooks.submit,
+        image_classifier=image_classifier or load_plugin(s.image_classifier),
+    )
+    upsampler = prompt_upsampler or load_plugin(s.prompt_upsampler)
+    worker.prompt_upsampler = upsampler
+    services = Services(s, store, worker, webhooks, metrics, text_policy or TextPolicy(),
+                        upsampler)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        store.create_tables()
+        s.signing_secret()  # made now, not by two requests at once
+        worker.start()
+        webhooks.resume()
+        try:
+            yield
+        finally:
+            worker.stop()
+            webhooks.close()
+            store.close()
+
+    app = FastAPI(
+        title="openkontext",
+        version=__version__,
+        description="Self-hosted FLUX.1 Kontext image editing, compatible with the hosted "
+        "API: submit to /v1/flux-kontext-{pro,max,dev}, poll /v1/get_result, download the "
+        "signed sample URL.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.include_router(jobs.build_router(list(s.tiers)))
+    app.include_router(results.router)
+    app.include_router(system.router)
+
+    @app.exception_handler(FieldError)
+    async def field_error(request: Request, exc: FieldError) -> JSONResponse:
+        detail = [{"type": "value_error", "loc": ["body", exc.field], "msg": exc.message}]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    return app

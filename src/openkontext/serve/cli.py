@@ -1,0 +1,58 @@
+"""`openkontext serve`: run the HTTP service with uvicorn.
+
+Without API keys the server accepts every request, so it then listens on 127.0.0.1 only,
+whatever --host says, and prints that it does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from openkontext.serve.settings import hash_key, is_loopback_host, load_settings
+
+
+def serve_command(
+    host: Annotated[str | None, typer.Option(help="address to bind (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default 8000)")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="jobs database and results")
+    ] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="FLUX weights; default: the embedded mini model")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML settings file")] = None,
+    print_key_hash: Annotated[
+        str | None,
+        typer.Option("--hash-key", help="print the hash of this API key for api_keys and exit"),
+    ] = None,
+) -> None:
+    """Serve the FLUX.1 Kontext-compatible HTTP API (OpenAPI docs at /docs)."""
+    if print_key_hash is not None:
+        typer.echo(hash_key(print_key_hash))
+        return
+    import uvicorn
+
+    from openkontext.serve.app import create_app
+
+    try:
+        settings = load_settings(config, host=host, port=port, data_dir=data_dir,
+                                 weights=weights)
+    except (FileNotFoundError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    if not settings.auth_required:
+        if not is_loopback_host(settings.host):
+            typer.echo(f"no API keys configured: refusing to listen on {settings.host}",
+                       err=True)
+        typer.echo("no API keys configured: accepting requests without a key and listening on "
+                   "127.0.0.1 only (set OPENKONTEXT_API_KEYS to serve other machines)", err=True)
+        settings = settings.model_copy(update={"host": "127.0.0.1"})
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                proxy_headers=False, log_level="info")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve_command)

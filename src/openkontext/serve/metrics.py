@@ -1,0 +1,55 @@
+"""Prometheus text exposition: queue depth and jobs by status from the store, and a latency
+histogram of finished jobs kept in memory by this process."""
+
+from __future__ import annotations
+
+import threading
+
+from openkontext.serve.store import JobStore, State
+
+BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Histogram:
+    def __init__(self, buckets: tuple[float, ...] = BUCKETS):
+        self.buckets = buckets
+        self.counts = [0] * len(buckets)  # cumulative per upper bound
+        self.total = 0
+        self.sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, value: float) -> None:
+        with self._lock:
+            for i, bound in enumerate(self.buckets):
+                if value <= bound:
+                    self.counts[i] += 1
+            self.total += 1
+            self.sum += value
+
+    def lines(self, name: str) -> list[str]:
+        with self._lock:
+            out = [f'{name}_bucket{{le="{b:g}"}} {n}' for b, n in zip(self.buckets, self.counts,
+                                                                     strict=True)]
+            out += [f'{name}_bucket{{le="+Inf"}} {self.total}', f"{name}_sum {self.sum:.6f}",
+                    f"{name}_count {self.total}"]
+        return out
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.job_seconds = Histogram()
+
+    def render(self, store: JobStore) -> str:
+        counts = store.count_by_state()
+        lines = [
+            "# HELP openkontext_queue_depth Jobs queued or running.",
+            "# TYPE openkontext_queue_depth gauge",
+            f"openkontext_queue_depth {counts[State.QUEUED] + counts[State.RUNNING]}",
+            "# HELP openkontext_jobs Jobs in the store by state.",
+            "# TYPE openkontext_jobs gauge",
+            *(f'openkontext_jobs{{state="{s.value}"}} {n}' for s, n in counts.items()),
+            "# HELP openkontext_job_duration_seconds Time from start to finish of a job run.",
+            "# TYPE openkontext_job_duration_seconds histogram",
+            *self.job_seconds.lines("openkontext_job_duration_seconds"),
+        ]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,2 @@
+"""One router per resource: jobs (submit, poll, cancel), results (signed downloads), system
+(health, metrics)."""

@@ -1,0 +1,169 @@
+"""Jobs: submit (`POST /v1/flux-kontext-<tier>`), poll (`GET /v1/get_result`), cancel.
+
+Handlers validate, store and wake the worker; they never run the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+
+from openkontext.files import atomic_write
+from openkontext.serve import urls
+from openkontext.serve.deps import KeyHash, Services, ServicesDep
+from openkontext.serve.inputs import FieldError, read_image
+from openkontext.serve.netguard import Refused, check_url
+from openkontext.serve.schemas import (
+    CancelResponse,
+    KontextRequest,
+    ResultResponse,
+    Status,
+    SubmitResponse,
+)
+from openkontext.serve.store import Job, State
+from openkontext.serve.views import not_found_body, result_body
+from openkontext.serve.worker import input_dir
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(max_length=255, description="the same key (per API key) returns the same job"),
+]
+
+
+def build_router(tiers: list[str]) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["jobs"])
+    for tier in tiers:
+        router.add_api_route(
+            f"/flux-kontext-{tier}", _submit_route(tier), methods=["POST"],
+            response_model=SubmitResponse, summary=f"Submit an edit or generation ({tier})",
+            responses={422: {"description": "a field is invalid; the detail names it"},
+                       429: {"description": "the queue is full; see Retry-After"},
+                       503: {"description": "the model failed to load"}},
+        )
+    router.add_api_route("/get_result", get_result, methods=["GET"],
+                         response_model=ResultResponse, summary="Poll a job")
+    router.add_api_route("/cancel", cancel, methods=["POST"], response_model=CancelResponse,
+                         summary="Cancel a queued or running job")
+    return router
+
+
+def _submit_route(tier: str):
+    def submit(
+        body: KontextRequest,
+        request: Request,
+        services: ServicesDep,
+        key_hash: KeyHash,
+        idempotency_key: IdempotencyKey = None,
+    ) -> SubmitResponse:
+        return _submit(tier, body, request, services, key_hash, idempotency_key)
+
+    submit.__name__ = f"submit_{tier}"
+    return submit
+
+
+def _submit(tier: str, body: KontextRequest, request: Request, services: Services,
+            key_hash: str, idempotency_key: str | None) -> SubmitResponse:
+    s, store = services.settings, services.store
+    base = urls.base_url(request, s)
+    # 1. Checks that need the server's configuration.
+    if len(body.prompt) > s.prompt_max_length:
+        raise FieldError("prompt", f"prompt is {len(body.prompt)} characters, over the "
+                                   f"{s.prompt_max_length} limit")
+    if body.prompt_upsampling and services.prompt_upsampler is None:
+        raise FieldError("prompt_upsampling", "prompt_upsampling is not available: no prompt "
+                                              "upsampler is configured on this server")
+    # 2. A repeated Idempotency-Key returns the earlier job.
+    fingerprint = hashlib.sha256(
+        json.dumps([tier, body.model_dump()], sort_keys=True).encode()
+    ).hexdigest()
+    if idempotency_key is not None:
+        earlier = store.find_idempotent(key_hash, idempotency_key)
+        if earlier is not None:
+            return _same_job(earlier, fingerprint, base)
+    if body.webhook_url is not None:
+        try:
+            check_url(body.webhook_url, s.fetch_allow_hosts)
+        except Refused as e:
+            raise FieldError("webhook_url", str(e)) from None
+    job = Job(
+        id=store.new_id(), tier=tier, state=State.QUEUED, params=body.job_params(),
+        base_url=base, api_key_hash=key_hash, progress=0.0, created_at=time.time(),
+        idempotency_key=idempotency_key, fingerprint=fingerprint,
+        webhook_secret=body.webhook_secret,
+    )
+    # 3. The text policy: a refused request is a job that is finished at once.
+    verdict = services.text_policy.check(body.prompt, body.safety_tolerance)
+    if verdict.flagged:
+        job.state, job.finished_at = State.REQUEST_MODERATED, job.created_at
+        job.details = {"reason": verdict.reason}
+        job.webhook_state = "pending" if body.webhook_url else None
+        return _enqueue(job, services, base, fingerprint, inputs=[])
+    # 4. A model to run it, capacity, then the images (which may be fetched).
+    if services.worker.load_error:
+        raise HTTPException(503, f"the model failed to load: {services.worker.load_error}")
+    depth = store.queue_depth()
+    if depth >= s.queue_max_size:
+        raise HTTPException(429, f"the queue is full ({depth} jobs); retry later",
+                            headers={"Retry-After": str(_retry_after(services, depth))})
+    inputs = [read_image(field, value, s) for field, value in body.images()]
+    return _enqueue(job, services, base, fingerprint, inputs)
+
+
+def _enqueue(job: Job, services: Services, base: str, fingerprint: str,
+             inputs: list[bytes]) -> SubmitResponse:
+    folder = input_dir(services.settings, job.id)
+    for i, data in enumerate(inputs):
+        atomic_write(folder / f"{i}.img", data)
+    stored, created = services.store.add(job)
+    if not created:  # lost a race on the same Idempotency-Key
+        shutil.rmtree(folder, ignore_errors=True)
+        return _same_job(stored, fingerprint, base)
+    if stored.state == State.QUEUED:
+        services.worker.wake()
+    elif stored.webhook_state == "pending":
+        services.webhooks.submit(stored.id)
+    return SubmitResponse(id=stored.id, polling_url=urls.polling_url(base, stored.id))
+
+
+def _same_job(job: Job, fingerprint: str, base: str) -> SubmitResponse:
+    if job.fingerprint != fingerprint:
+        raise HTTPException(409, "this Idempotency-Key was used for a different request")
+    return SubmitResponse(id=job.id, polling_url=urls.polling_url(base, job.id))
+
+
+def _retry_after(services: Services, depth: int) -> int:
+    h = services.metrics.job_seconds
+    mean = h.sum / h.total if h.total else 5.0
+    return max(1, min(600, math.ceil(mean * depth)))
+
+
+def _owned(services: Services, job_id: str, key_hash: str) -> Job | None:
+    job = services.store.get(job_id)
+    return job if job is not None and job.api_key_hash == key_hash else None
+
+
+def get_result(
+    request: Request, services: ServicesDep, key_hash: KeyHash, id: Annotated[str, Query()]
+):
+    job = _owned(services, id, key_hash)
+    if job is None:
+        return JSONResponse(not_found_body(id), status_code=404)
+    return result_body(job, urls.base_url(request, services.settings), services.settings)
+
+
+def cancel(services: ServicesDep, key_hash: KeyHash, id: Annotated[str, Query()]):
+    if _owned(services, id, key_hash) is None:
+        body = CancelResponse(id=id, cancelled=False, status=Status.NOT_FOUND)
+        return JSONResponse(body.model_dump(), status_code=404)
+    state = services.store.request_cancel(id)
+    cancelled = state == State.CANCELLED or (
+        state == State.RUNNING and services.store.cancel_requested(id)
+    )
+    return CancelResponse(id=id, cancelled=cancelled, status=state.status)

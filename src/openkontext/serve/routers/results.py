@@ -1,0 +1,42 @@
+"""Result files behind signed, expiring URLs (no API key needed: the signature is the pass)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import FileResponse
+
+from openkontext.imaging import OUTPUT_MIME
+from openkontext.serve import urls
+from openkontext.serve.deps import ServicesDep
+from openkontext.serve.store import State
+
+router = APIRouter(prefix="/v1/results", tags=["results"])
+MIME = {"png": OUTPUT_MIME["png"], "jpg": OUTPUT_MIME["jpeg"], "webp": OUTPUT_MIME["webp"]}
+
+
+@router.get("/{job_id}/{name}", summary="Download a result (signed URL from get_result)",
+            response_class=FileResponse,
+            responses={403: {"description": "bad signature"}, 410: {"description": "expired"}})
+def download(
+    job_id: str,
+    name: str,
+    services: ServicesDep,
+    exp: Annotated[int, Query()],
+    sig: Annotated[str, Query(max_length=128)],
+):
+    s = services.settings
+    problem = urls.verify(job_id, name, exp, sig, s.signing_secret())
+    if problem == "invalid":
+        raise HTTPException(403, "invalid signature")
+    if problem == "expired":
+        raise HTTPException(410, "this link has expired; poll get_result for a fresh one")
+    job = services.store.get(job_id)
+    if job is None or job.state != State.READY or name not in (job.result or {}).get("files", []):
+        raise HTTPException(404, "no such result (it may have been deleted)")
+    path = s.results_dir / job_id / name
+    if not path.is_file():
+        raise HTTPException(404, "no such result (it may have been deleted)")
+    return FileResponse(path, media_type=MIME[name.rsplit(".", 1)[-1]],
+                        headers={"Cache-Control": "private, max-age=600"})

@@ -1,0 +1,138 @@
+"""Request and response bodies of the HTTP API (the hosted FLUX.1 Kontext shape).
+
+Unknown request fields are ignored; a bad value gives 422 whose detail names the field.
+Statuses are the hosted API's strings, exactly.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from openkontext.resolution import parse_aspect_ratio
+
+IMAGE_FIELDS = ("input_image", "input_image_2", "input_image_3", "input_image_4")
+
+
+class Status(StrEnum):
+    PENDING = "Pending"
+    READY = "Ready"
+    REQUEST_MODERATED = "Request Moderated"
+    CONTENT_MODERATED = "Content Moderated"
+    ERROR = "Error"
+    NOT_FOUND = "Task not found"
+
+
+class KontextRequest(BaseModel):
+    """The body of `POST /v1/flux-kontext-{pro,max,dev}`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str = Field(min_length=1, description="edit instruction, or a description")
+    input_image: str | None = Field(
+        default=None, description="image to edit: base64, data URL or http(s) URL"
+    )
+    input_image_2: str | None = Field(default=None, description="extra reference image")
+    input_image_3: str | None = Field(default=None, description="extra reference image")
+    input_image_4: str | None = Field(default=None, description="extra reference image")
+    seed: int | None = Field(default=None, ge=0, lt=2**32 - 4)
+    aspect_ratio: str | None = Field(default=None, description="'W:H' from 21:9 to 9:21")
+    width: int | None = Field(default=None, ge=16, le=2048, multiple_of=16)
+    height: int | None = Field(default=None, ge=16, le=2048, multiple_of=16)
+    steps: int | None = Field(default=None, ge=1, le=50)
+    guidance: float | None = Field(default=None, ge=1, le=20)
+    num_images: int = Field(default=1, ge=1, le=4)
+    output_format: Literal["png", "jpeg", "webp"] = "png"
+    output_quality: int = Field(default=95, ge=1, le=100, description="jpeg/webp quality")
+    safety_tolerance: int = Field(default=2, ge=0, le=6, description="0 strict .. 6 permissive")
+    prompt_upsampling: bool = False
+    webhook_url: str | None = Field(default=None, max_length=2048)
+    webhook_secret: str | None = Field(default=None, max_length=256)
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, prompt: str) -> str:
+        if not prompt.strip():
+            raise ValueError("prompt must not be blank")
+        return prompt
+
+    @field_validator(*IMAGE_FIELDS, "aspect_ratio", "webhook_url", "webhook_secret", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value):
+        return None if value == "" else value
+
+    @field_validator("aspect_ratio")
+    @classmethod
+    def _ratio(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_aspect_ratio(value)  # SizeError is a ValueError: 422 on this field
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_scheme(cls, url: str | None) -> str | None:
+        if url is not None and not url.lower().startswith(("http://", "https://")):
+            raise ValueError("webhook_url must be an http:// or https:// URL")
+        return url
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KontextRequest:
+        if (self.width is None) != (self.height is None):
+            missing = "height" if self.height is None else "width"
+            raise _field_error(missing, "width and height must be given together")
+        if self.width is not None and self.aspect_ratio is not None:
+            raise _field_error("aspect_ratio", "give either aspect_ratio or width/height")
+        if self.input_image is None:
+            for name in IMAGE_FIELDS[1:]:
+                if getattr(self, name) is not None:
+                    raise _field_error(name, f"{name} needs input_image as well")
+        return self
+
+    def images(self) -> list[tuple[str, str]]:
+        """(field name, value) of every input image given, in order."""
+        return [(n, getattr(self, n)) for n in IMAGE_FIELDS if getattr(self, n) is not None]
+
+    def job_params(self) -> dict:
+        """What the worker needs besides the images (which are stored as files)."""
+        return self.model_dump(exclude=set(IMAGE_FIELDS) | {"webhook_secret"})
+
+
+def _field_error(field: str, message: str):
+    """A pydantic error located at `field` (model validators otherwise report no field)."""
+    from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
+
+    error = PydanticCustomError("value_error", message)
+    details = [InitErrorDetails(type=error, loc=(field,), input=None)]
+    return ValidationError.from_exception_data("KontextRequest", details)
+
+
+class SubmitResponse(BaseModel):
+    id: str
+    polling_url: str
+
+
+class ResultResponse(BaseModel):
+    id: str
+    status: Status
+    result: dict | None = Field(
+        default=None,
+        description="when Ready: sample (signed URL), samples (when num_images > 1), prompt, "
+        "seed, start_time, end_time, duration",
+    )
+    progress: float | None = Field(default=None, description="0..1 while Pending")
+    details: dict | None = Field(default=None, description="why, for moderation and errors")
+
+
+class CancelResponse(BaseModel):
+    id: str
+    cancelled: bool
+    status: Status
+
+
+class Health(BaseModel):
+    status: Literal["ok", "loading", "error"]
+    model: str | None = None
+    queue_depth: int
+    detail: str | None = None

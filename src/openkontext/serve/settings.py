@@ -1,0 +1,198 @@
+"""One `ServeSettings` object for the HTTP service.
+
+Sources, strongest first: keyword arguments (the CLI's flags), environment variables prefixed
+`OPENKONTEXT_` (lists and mappings as JSON, e.g. `OPENKONTEXT_API_KEYS='["sha256:..."]'`), then
+an optional TOML config file (`load_settings(config_file=...)` or `OPENKONTEXT_CONFIG`).
+
+API keys are held only as SHA-256 hashes: an entry written `sha256:<64 hex>` is taken as a hash,
+any other entry is a plain key that is hashed on load. Config files should carry hashes
+(`openkontext serve --hash-key KEY` prints one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import os
+import secrets
+from contextvars import ContextVar
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from openkontext.imaging import ImageLimits
+
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("openkontext_config_file", default=None)
+HASH_PREFIX = "sha256:"
+
+
+def hash_key(key: str) -> str:
+    """A plain API key -> 'sha256:<hex>', the form kept in memory and written to config files."""
+    return HASH_PREFIX + hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+class Tier(BaseModel):
+    """Defaults of one endpoint (`/v1/flux-kontext-<tier>`); a request's own values win."""
+
+    steps: int | None = Field(default=None, ge=1, le=50)  # None: the model's default
+    guidance: float | None = Field(default=None, ge=1, le=20)
+
+
+def _default_tiers() -> dict[str, Tier]:
+    return {"dev": Tier(), "pro": Tier(), "max": Tier(steps=40)}
+
+
+class ServeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPENKONTEXT_", extra="ignore")
+
+    # Where and how to listen.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    public_url: str | None = None  # e.g. https://edit.example.com; else from the request
+    trust_forwarded_headers: bool = True  # X-Forwarded-Proto/Host shape absolute URLs
+    # The model.
+    weights: str | None = None  # default: the embedded mini model
+    device: str | None = None  # default: the best available
+    # State.
+    data_dir: Path = Path("openkontext-data")
+    database_url: str | None = None  # default: SQLite file data_dir/jobs.sqlite3 in WAL mode
+    url_secret: str | None = None  # signs download URLs; default: data_dir/url-secret
+    # Access.
+    api_keys: list[str] = Field(default_factory=list)  # hashes ('sha256:...') or plain keys
+    # Requests and the queue.
+    tiers: dict[str, Tier] = Field(default_factory=_default_tiers)
+    prompt_max_length: int = Field(default=4096, ge=1)
+    queue_max_size: int = Field(default=32, ge=1)
+    result_ttl_seconds: float = Field(default=24 * 3600, gt=0)
+    signed_url_expiry_seconds: float = Field(default=600, gt=0)
+    # Input images.
+    max_input_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    max_input_side: int = Field(default=1920, ge=16)
+    fetch_timeout_seconds: float = Field(default=10.0, gt=0)
+    fetch_allow_hosts: list[str] = Field(default_factory=list)  # names, IPs or CIDR networks
+    # Webhooks.
+    webhook_attempts: int = Field(default=5, ge=1)
+    webhook_backoff_seconds: float = Field(default=2.0, ge=0)  # doubles after each failure
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Plug-ins, as 'module:attribute' import paths (see moderation.py).
+    image_classifier: str | None = None
+    prompt_upsampler: str | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = [init_settings, env_settings]
+        path = _CONFIG_FILE.get() or os.environ.get("OPENKONTEXT_CONFIG")
+        if path:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"config file {path} does not exist")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(path)))
+        return tuple(sources)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _hash_keys(cls, keys: list[str]) -> list[str]:
+        out = []
+        for key in keys:
+            if key.startswith(HASH_PREFIX):
+                digest = key.removeprefix(HASH_PREFIX).lower()
+                if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                    raise ValueError("an api_keys entry starting 'sha256:' needs 64 hex digits")
+                out.append(HASH_PREFIX + digest)
+            elif key:
+                out.append(hash_key(key))
+        return out
+
+    @field_validator("fetch_allow_hosts")
+    @classmethod
+    def _lower_hosts(cls, hosts: list[str]) -> list[str]:
+        return [h.strip().lower().rstrip(".") for h in hosts if h.strip()]
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("public_url must start with http:// or https://")
+        return url.rstrip("/")
+
+    # -- derived values ---------------------------------------------------------------------------
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'jobs.sqlite3').resolve()}"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.data_dir / "results"
+
+    @property
+    def inputs_dir(self) -> Path:
+        return self.data_dir / "inputs"
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        side = self.max_input_side
+        return ImageLimits(max_bytes=self.max_input_bytes, max_side=side, max_pixels=side * side)
+
+    @property
+    def auth_required(self) -> bool:
+        return bool(self.api_keys)
+
+    def check_key(self, key: str | None) -> str | None:
+        """The matching key's hash, or None. Every configured hash is compared in constant
+        time, so timing reveals neither which entry matched nor how much of it."""
+        if key is None:
+            return None
+        candidate = hash_key(key)
+        found = None
+        for known in self.api_keys:
+            if hmac.compare_digest(candidate, known):
+                found = known
+        return found
+
+    def signing_secret(self) -> bytes:
+        """The download-URL secret: configured, or made once and kept in data_dir (0600) so
+        links survive a restart."""
+        if self.url_secret:
+            return self.url_secret.encode("utf-8")
+        path = self.data_dir / "url-secret"
+        if not path.exists():
+            from openkontext.files import atomic_write
+
+            atomic_write(path, secrets.token_hex(32).encode("ascii"))
+            path.chmod(0o600)
+        return path.read_bytes().strip()
+
+
+def load_settings(config_file: str | Path | None = None, **overrides) -> ServeSettings:
+    """Settings from defaults < config file < environment < `overrides` (None values skipped)."""
+    token = _CONFIG_FILE.set(Path(config_file) if config_file else None)
+    try:
+        return ServeSettings(**{k: v for k, v in overrides.items() if v is not None})
+    finally:
+        _CONFIG_FILE.reset(token)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for 'localhost' and loopback addresses: a bind that no other machine can reach."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,328 @@
+"""The job store: one SQL table, the source of truth for every job's state.
+
+Works on SQLite (the default: a file in WAL mode, so readers never wait for the worker) and
+PostgreSQL (`postgresql+psycopg://...`). Timestamps are Unix seconds (floats). A job moves
+queued -> running -> one of the terminal states; `claim_next` moves it atomically, so two
+workers never take the same job. Jobs left running by a crash are put back by `requeue_running`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Index,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from openkontext.serve.schemas import Status
+
+
+class State(StrEnum):
+    """Internal job states; `status` maps them onto the hosted API's strings."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    READY = "ready"
+    REQUEST_MODERATED = "request_moderated"
+    CONTENT_MODERATED = "content_moderated"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+    @property
+    def status(self) -> Status:
+        return {
+            State.QUEUED: Status.PENDING,
+            State.RUNNING: Status.PENDING,
+            State.READY: Status.READY,
+            State.REQUEST_MODERATED: Status.REQUEST_MODERATED,
+            State.CONTENT_MODERATED: Status.CONTENT_MODERATED,
+            State.ERROR: Status.ERROR,
+            State.CANCELLED: Status.ERROR,
+        }[self]
+
+    @property
+    def finished(self) -> bool:
+        return self not in (State.QUEUED, State.RUNNING)
+
+
+@dataclass
+class Job:
+    id: str
+    tier: str
+    state: State
+    params: dict  # the request without its images (see KontextRequest.job_params)
+    base_url: str  # origin the job was submitted on, for webhook URLs
+    api_key_hash: str  # "" when submitted without a key
+    progress: float
+    created_at: float
+    idempotency_key: str | None = None
+    fingerprint: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: dict | None = None  # files, seeds, prompt, width, height
+    details: dict | None = None  # why it was moderated, failed or cancelled
+    cancel_requested: bool = False
+    webhook_state: str | None = None  # pending, delivered, failed
+    webhook_secret: str | None = None
+
+
+def _table(metadata: MetaData, name: str) -> Table:
+    table = Table(
+        name,
+        metadata,
+        Column("id", String(36), primary_key=True),
+        Column("tier", String(16), nullable=False),
+        Column("state", String(24), nullable=False, index=True),
+        Column("params", Text, nullable=False),
+        Column("base_url", String(512), nullable=False),
+        Column("api_key_hash", String(80), nullable=False, default=""),
+        Column("idempotency_key", String(255)),
+        Column("fingerprint", String(64)),
+        Column("progress", Float, nullable=False, default=0.0),
+        Column("created_at", Float, nullable=False),
+        Column("started_at", Float),
+        Column("finished_at", Float),
+        Column("result", Text),
+        Column("details", Text),
+        Column("cancel_requested", Boolean, nullable=False, default=False),
+        Column("webhook_state", String(16)),
+        Column("webhook_secret", String(256)),
+    )
+    # NULL keys are distinct in both databases, so jobs without a key never collide.
+    Index(f"{name}_idem", table.c.api_key_hash, table.c.idempotency_key, unique=True)
+    return table
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+class JobStore:
+    def __init__(self, url: str, table: str = "openkontext_jobs", engine: Engine | None = None):
+        if engine is None:
+            if url.startswith("sqlite"):
+                engine = create_engine(url, connect_args={"check_same_thread": False})
+                event.listen(engine, "connect", _sqlite_pragmas)
+            else:
+                engine = create_engine(url, pool_pre_ping=True)
+        self.engine = engine
+        self.metadata = MetaData()
+        self.t = _table(self.metadata, table)
+
+    def create_tables(self) -> None:
+        self.metadata.create_all(self.engine)
+
+    def drop_tables(self) -> None:
+        self.metadata.drop_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- writing -----------------------------------------------------------------------------------
+
+    def add(self, job: Job) -> tuple[Job, bool]:
+        """Insert `job`; -> (job, True). With an idempotency key already used by the same API
+        key -> (the earlier job, False)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(self.t.insert().values(**_row(job)))
+            return job, True
+        except IntegrityError:
+            if job.idempotency_key is None:
+                raise
+            earlier = self.find_idempotent(job.api_key_hash, job.idempotency_key)
+            if earlier is None:
+                raise
+            return earlier, False
+
+    @staticmethod
+    def new_id() -> str:
+        return str(uuid.uuid4())
+
+    def claim_next(self) -> Job | None:
+        """Move the oldest queued job to running and return it; None when nothing is queued."""
+        t = self.t
+        while True:
+            with self.engine.begin() as conn:
+                row = conn.execute(
+                    select(t.c.id).where(t.c.state == State.QUEUED)
+                    .order_by(t.c.created_at).limit(1)
+                ).first()
+                if row is None:
+                    return None
+                taken = conn.execute(
+                    update(t).where(t.c.id == row.id, t.c.state == State.QUEUED)
+                    .values(state=State.RUNNING, started_at=time.time(), progress=0.0)
+                ).rowcount
+            if taken:
+                return self.get(row.id)
+
+    def set_progress(self, job_id: str, progress: float) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(self.t).where(self.t.c.id == job_id).values(progress=progress))
+
+    def finish(
+        self,
+        job_id: str,
+        state: State,
+        result: dict | None = None,
+        details: dict | None = None,
+        webhook: bool = False,
+    ) -> None:
+        values = dict(
+            state=state,
+            finished_at=time.time(),
+            result=_dumps(result),
+            details=_dumps(details),
+        )
+        if state == State.READY:
+            values["progress"] = 1.0
+        if webhook:
+            values["webhook_state"] = "pending"
+        with self.engine.begin() as conn:
+            conn.execute(update(self.t).where(self.t.c.id == job_id).values(**values))
+
+    def requeue(self, job_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(self.t).where(self.t.c.id == job_id)
+                .values(state=State.QUEUED, started_at=None, progress=0.0)
+            )
+
+    def requeue_running(self) -> int:
+        """Put jobs a dead process left running back in the queue; -> how many."""
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(self.t).where(self.t.c.state == State.RUNNING)
+                .values(state=State.QUEUED, started_at=None, progress=0.0)
+            ).rowcount
+
+    def request_cancel(self, job_id: str) -> State | None:
+        """Cancel a queued job at once, or flag a running one for the worker; -> state after."""
+        t = self.t
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t).where(t.c.id == job_id, t.c.state == State.QUEUED)
+                .values(state=State.CANCELLED, finished_at=time.time(),
+                        details=_dumps({"error": "cancelled by request"}))
+            )
+            conn.execute(
+                update(t).where(t.c.id == job_id, t.c.state == State.RUNNING)
+                .values(cancel_requested=True)
+            )
+            row = conn.execute(select(t.c.state).where(t.c.id == job_id)).first()
+        return None if row is None else State(row.state)
+
+    def set_webhook_state(self, job_id: str, state: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(self.t).where(self.t.c.id == job_id).values(webhook_state=state))
+
+    def delete(self, job_ids: list[str]) -> None:
+        if job_ids:
+            with self.engine.begin() as conn:
+                conn.execute(self.t.delete().where(self.t.c.id.in_(job_ids)))
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(self.t).where(self.t.c.id == job_id)).first()
+        return None if row is None else _job(row)
+
+    def find_idempotent(self, api_key_hash: str, key: str) -> Job | None:
+        t = self.t
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t).where(t.c.api_key_hash == api_key_hash, t.c.idempotency_key == key)
+            ).first()
+        return None if row is None else _job(row)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(self.t.c.cancel_requested).where(self.t.c.id == job_id)
+            ).first()
+        return bool(row and row.cancel_requested)
+
+    def count_by_state(self) -> dict[State, int]:
+        t = self.t
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.c.state, func.count()).group_by(t.c.state)).all()
+        counts = dict.fromkeys(State, 0)
+        counts.update({State(state): n for state, n in rows})
+        return counts
+
+    def queue_depth(self) -> int:
+        t = self.t
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.count()).where(t.c.state.in_([State.QUEUED, State.RUNNING]))
+            ).scalar_one()
+
+    def finished_before(self, cutoff: float) -> list[str]:
+        t = self.t
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.c.id).where(t.c.finished_at.is_not(None), t.c.finished_at < cutoff)
+            ).all()
+        return [r.id for r in rows]
+
+    def pending_webhooks(self) -> list[Job]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(self.t).where(self.t.c.webhook_state == "pending")).all()
+        return [_job(r) for r in rows]
+
+
+def _dumps(value: dict | None) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _loads(text: str | None) -> dict | None:
+    return None if text is None else json.loads(text)
+
+
+def _row(job: Job) -> dict:
+    return dict(
+        id=job.id, tier=job.tier, state=job.state, params=json.dumps(job.params),
+        base_url=job.base_url, api_key_hash=job.api_key_hash,
+        idempotency_key=job.idempotency_key, fingerprint=job.fingerprint,
+        progress=job.progress, created_at=job.created_at, started_at=job.started_at,
+        finished_at=job.finished_at, result=_dumps(job.result), details=_dumps(job.details),
+        cancel_requested=job.cancel_requested, webhook_state=job.webhook_state,
+        webhook_secret=job.webhook_secret,
+    )
+
+
+def _job(row) -> Job:
+    m = row._mapping
+    return Job(
+        id=m["id"], tier=m["tier"], state=State(m["state"]), params=json.loads(m["params"]),
+        base_url=m["base_url"], api_key_hash=m["api_key_hash"], progress=m["progress"],
+        created_at=m["created_at"], idempotency_key=m["idempotency_key"],
+        fingerprint=m["fingerprint"], started_at=m["started_at"],
+        finished_at=m["finished_at"], result=_loads(m["result"]), details=_loads(m["details"]),
+        cancel_requested=bool(m["cancel_requested"]), webhook_state=m["webhook_state"],
+        webhook_secret=m["webhook_secret"],
+    )

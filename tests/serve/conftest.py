@@ -1,0 +1,133 @@
+"""Real servers for the HTTP tests: uvicorn on 127.0.0.1 (a free port) in a thread, SQLite in
+a temporary data dir, and a random-weight mini model shared by every server of the session."""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import torch
+import uvicorn
+from fastapi import FastAPI
+from PIL import Image
+
+from openkontext.pipeline import Kontext, LoadedModel
+from openkontext.serve.app import create_app
+from openkontext.serve.settings import ServeSettings
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """On a small shared CPU torch's default thread pool mostly waits on itself; restored
+    after each test so other test folders keep their setting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def mini_model() -> LoadedModel:
+    return LoadedModel.random("mini", seed=0)
+
+
+class SlowKontext(Kontext):
+    """The mini model with a pause after every step (and an optional gate before the run), so
+    a test can act while a job is running."""
+
+    def __init__(self, model: LoadedModel, step_delay: float = 0.0,
+                 gate: threading.Event | None = None):
+        super().__init__(model)
+        self.step_delay = step_delay
+        self.gate = gate
+
+    def run(self, prompt, images=(), settings=None, on_step=None, cancelled=None):
+        if self.gate is not None:
+            self.gate.wait(30)
+
+        def slow_step(i: int, n: int) -> None:
+            time.sleep(self.step_delay)
+            if on_step is not None:
+                on_step(i, n)
+
+        return super().run(prompt, images, settings, on_step=slow_step, cancelled=cancelled)
+
+
+@dataclass
+class Live:
+    url: str
+    app: FastAPI
+    client: httpx.Client
+
+    @property
+    def services(self):
+        return self.app.state.services
+
+    def submit(self, body: dict, tier: str = "pro", **kwargs) -> httpx.Response:
+        return self.client.post(f"/v1/flux-kontext-{tier}", json=body, **kwargs)
+
+    def wait(self, polling_url: str, timeout: float = 60.0, **kwargs) -> dict:
+        """Poll until the job leaves Pending; -> the last get_result body."""
+        deadline = time.monotonic() + timeout
+        while True:
+            body = self.client.get(polling_url, **kwargs).json()
+            if body["status"] != "Pending":
+                return body
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job still pending after {timeout} s: {body}")
+            time.sleep(0.05)
+
+
+def start_server(app: FastAPI) -> tuple[uvicorn.Server, threading.Thread, str]:
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def serve(tmp_path, mini_model) -> Iterator[Callable[..., Live]]:
+    """serve(kontext=None, image_classifier=None, prompt_upsampler=None, **settings) -> Live."""
+    running: list[tuple[uvicorn.Server, threading.Thread, httpx.Client]] = []
+
+    def make(kontext: Kontext | None = None, image_classifier=None, prompt_upsampler=None,
+             **overrides) -> Live:
+        settings = ServeSettings(data_dir=tmp_path / f"data{len(running)}", **overrides)
+        k = kontext or Kontext(mini_model)
+        app = create_app(settings, lambda: k, image_classifier=image_classifier,
+                         prompt_upsampler=prompt_upsampler)
+        server, thread, url = start_server(app)
+        client = httpx.Client(base_url=url, timeout=30, trust_env=False)
+        running.append((server, thread, client))
+        return Live(url, app, client)
+
+    yield make
+    for server, thread, client in running:
+        client.close()
+        server.should_exit = True
+        thread.join(30)
+
+
+def png_bytes(size: tuple[int, int] = (64, 64), color=(200, 40, 40)) -> bytes:
+    img = Image.new("RGB", size, color)
+    img.paste((20, 20, 220), (size[0] // 4, size[1] // 4, size[0] // 2, size[1] // 2))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def png_b64(size: tuple[int, int] = (64, 64)) -> str:
+    return base64.b64encode(png_bytes(size)).decode("ascii")

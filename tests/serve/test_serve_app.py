@@ -1,0 +1,141 @@
+"""Submit / poll / download round trips against a real server, and the API's edges."""
+
+from __future__ import annotations
+
+import io
+import time
+
+from PIL import Image
+
+from openkontext.serve import urls
+
+from .conftest import png_b64
+
+
+def test_edit_round_trip(serve):
+    live = serve()
+    r = live.submit({"prompt": "make the square green", "input_image": png_b64(), "seed": 7,
+                     "steps": 2, "extra_field": "ignored"})
+    assert r.status_code == 200, r.text
+    job = r.json()
+    assert job["polling_url"] == f"{live.url}/v1/get_result?id={job['id']}"
+    body = live.wait(job["polling_url"])
+    assert body["status"] == "Ready", body
+    assert body["progress"] == 1.0
+    result = body["result"]
+    assert result["seed"] == 7 and result["prompt"] == "make the square green"
+    assert result["end_time"] >= result["start_time"]
+    assert result["duration"] == round(result["end_time"] - result["start_time"], 3)
+    assert result["sample"].startswith(f"{live.url}/v1/results/{job['id']}/0.png?exp=")
+    assert "samples" not in result
+    image = live.client.get(result["sample"])
+    assert image.status_code == 200
+    assert image.headers["content-type"] == "image/png"
+    png = Image.open(io.BytesIO(image.content))
+    assert png.size == (64, 64)
+    assert png.text["Seed"] == "7"
+
+
+def test_generation_batch_is_deterministic(serve):
+    live = serve()
+    body = {"prompt": "a red circle", "seed": 11, "steps": 1, "num_images": 2,
+            "aspect_ratio": "16:9", "output_format": "jpeg"}
+    first = live.wait(live.submit(body).json()["polling_url"])
+    second = live.wait(live.submit(body).json()["polling_url"])
+    assert first["status"] == second["status"] == "Ready"
+    result = first["result"]
+    assert result["seeds"] == [11, 12]
+    assert result["sample"] == result["samples"][0] and len(result["samples"]) == 2
+    images = [live.client.get(u) for u in result["samples"]]
+    again = [live.client.get(u) for u in second["result"]["samples"]]
+    for img, img2 in zip(images, again, strict=True):
+        assert img.headers["content-type"] == "image/jpeg"
+        assert img.content[:3] == b"\xff\xd8\xff"
+        assert img.content == img2.content
+    w, h = Image.open(io.BytesIO(images[0].content)).size
+    assert w > h
+    assert images[0].content != images[1].content  # different seeds
+
+
+def test_runtime_error_status(serve):
+    live = serve()
+    # Valid fields, but a 128:1 shape the model cannot produce: refused when the job runs.
+    r = live.submit({"prompt": "a line", "width": 2048, "height": 16, "steps": 1})
+    body = live.wait(r.json()["polling_url"])
+    assert body["status"] == "Error"
+    assert "21:9" in body["details"]["error"]
+    assert body["result"] is None
+
+
+def test_unknown_job_and_signed_urls(serve):
+    live = serve()
+    missing = live.client.get("/v1/get_result", params={"id": "nope"})
+    assert missing.status_code == 404
+    assert missing.json()["status"] == "Task not found"
+    body = live.wait(live.submit({"prompt": "x", "steps": 1, "seed": 1}).json()["polling_url"])
+    sample = body["result"]["sample"]
+    assert live.client.get(sample).status_code == 200
+    assert live.client.get(sample.replace("sig=", "sig=A")).status_code == 403
+    assert live.client.get(sample.split("?")[0]).status_code == 422  # no signature at all
+    secret = live.services.settings.signing_secret()
+    expired = urls.signed_sample_url(live.url, body["id"], "0.png", secret, ttl=-5)
+    assert live.client.get(expired).status_code == 410
+    other = urls.signed_sample_url(live.url, body["id"], "1.png", secret, ttl=60)
+    assert live.client.get(other).status_code == 404
+
+
+def test_polling_url_follows_forwarded_headers_and_public_url(serve):
+    live = serve()
+    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "edit.example.com"}
+    job = live.submit({"prompt": "x", "steps": 1}, headers=headers).json()
+    assert job["polling_url"] == f"https://edit.example.com/v1/get_result?id={job['id']}"
+    body = live.wait(f"/v1/get_result?id={job['id']}", headers=headers)
+    assert body["result"]["sample"].startswith("https://edit.example.com/v1/results/")
+    fixed = serve(public_url="https://api.example.org/")
+    job = fixed.submit({"prompt": "x", "steps": 1}, headers=headers).json()
+    assert job["polling_url"].startswith("https://api.example.org/v1/get_result?id=")
+
+
+def test_health_metrics_and_docs(serve):
+    live = serve()
+    health = live.client.get("/health")
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok", "model": "mini", "queue_depth": 0, "detail": None}
+    live.wait(live.submit({"prompt": "x", "steps": 1}).json()["polling_url"])
+    text = live.client.get("/metrics").text
+    assert "openkontext_queue_depth 0" in text
+    assert 'openkontext_jobs{state="ready"} 1' in text
+    assert "openkontext_job_duration_seconds_count 1" in text
+    assert 'openkontext_job_duration_seconds_bucket{le="+Inf"} 1' in text
+    spec = live.client.get("/openapi.json").json()
+    for path in ("/v1/flux-kontext-pro", "/v1/flux-kontext-max", "/v1/flux-kontext-dev",
+                 "/v1/get_result", "/v1/cancel", "/health", "/metrics"):
+        assert path in spec["paths"], path
+    assert live.client.get("/docs").status_code == 200
+
+
+def test_health_reports_a_model_that_failed_to_load(serve, tmp_path):
+    from openkontext.serve.app import create_app
+    from openkontext.serve.settings import ServeSettings
+
+    from .conftest import start_server
+
+    def broken():
+        raise RuntimeError("no weights here")
+
+    app = create_app(ServeSettings(data_dir=tmp_path / "broken"), broken)
+    server, thread, url = start_server(app)
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 10
+        while (r := httpx.get(f"{url}/health")).json()["status"] == "loading":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert r.status_code == 503
+        assert r.json()["status"] == "error" and "no weights here" in r.json()["detail"]
+        submit = httpx.post(f"{url}/v1/flux-kontext-pro", json={"prompt": "x"})
+        assert submit.status_code == 503 and "no weights here" in submit.json()["detail"]
+    finally:
+        server.should_exit = True
+        thread.join(30)

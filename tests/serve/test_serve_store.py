@@ -1,0 +1,129 @@
+"""The job store on SQLite and on the real PostgreSQL (skipped when it cannot be reached)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from openkontext.serve.store import Job, JobStore, State
+
+PG_URL = os.environ.get("OPENKONTEXT_TEST_POSTGRES",
+                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    table = f"okx_test_{uuid.uuid4().hex[:8]}"
+    if request.param == "sqlite":
+        s = JobStore(f"sqlite:///{tmp_path / 'jobs.sqlite3'}", table)
+    else:
+        pytest.importorskip("psycopg", reason="psycopg is not installed")
+        s = JobStore(PG_URL, table)
+        try:
+            with s.engine.connect():
+                pass
+        except OperationalError as e:
+            pytest.skip(f"PostgreSQL at {PG_URL} is unreachable: {e.orig}")
+    s.create_tables()
+    yield s
+    s.drop_tables()
+    s.close()
+
+
+def _job(created: float, key: str | None = None, owner: str = "", **kw) -> Job:
+    return Job(id=JobStore.new_id(), tier="pro", state=State.QUEUED, params={"prompt": "p"},
+               base_url="http://h", api_key_hash=owner, progress=0.0, created_at=created,
+               idempotency_key=key, **kw)
+
+
+def test_add_get_and_round_trip(store):
+    job = _job(1.0, webhook_secret="s")
+    assert store.add(job) == (job, True)
+    got = store.get(job.id)
+    assert got == job
+    assert store.get("missing") is None
+
+
+def test_sqlite_uses_wal(tmp_path):
+    s = JobStore(f"sqlite:///{tmp_path / 'j.sqlite3'}")
+    s.create_tables()
+    with s.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    s.close()
+
+
+def test_idempotency_keys_are_per_api_key(store):
+    first = _job(1.0, key="k", owner="a")
+    store.add(first)
+    again, created = store.add(_job(2.0, key="k", owner="a"))
+    assert (again.id, created) == (first.id, False)
+    other, created = store.add(_job(3.0, key="k", owner="b"))
+    assert created and other.id != first.id
+    assert store.add(_job(4.0))[1] and store.add(_job(5.0))[1]  # no key: never a clash
+    assert store.find_idempotent("a", "k").id == first.id
+
+
+def test_claim_in_order_and_only_once(store):
+    jobs = [_job(float(i)) for i in range(6)]
+    for job in reversed(jobs):
+        store.add(job)
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def take():
+        while (job := store.claim_next()) is not None:
+            with lock:
+                claimed.append(job.id)
+
+    threads = [threading.Thread(target=take) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == sorted(j.id for j in jobs) and len(set(claimed)) == 6
+    assert store.count_by_state()[State.RUNNING] == 6
+    assert store.get(jobs[0].id).started_at is not None
+
+
+def test_lifecycle(store):
+    a, b = _job(1.0), _job(2.0)
+    store.add(a)
+    store.add(b)
+    assert store.queue_depth() == 2
+    running = store.claim_next()
+    assert running.id == a.id and running.state == State.RUNNING
+    store.set_progress(a.id, 0.5)
+    assert store.get(a.id).progress == 0.5
+    # Cancel: a queued job at once, a running one by flag.
+    assert store.request_cancel(b.id) == State.CANCELLED
+    assert store.request_cancel(a.id) == State.RUNNING and store.cancel_requested(a.id)
+    assert store.request_cancel("missing") is None
+    store.finish(a.id, State.READY, {"files": ["0.png"]}, webhook=True)
+    done = store.get(a.id)
+    assert done.state == State.READY and done.progress == 1.0 and done.finished_at
+    assert done.result == {"files": ["0.png"]}
+    assert [j.id for j in store.pending_webhooks()] == [a.id]
+    store.set_webhook_state(a.id, "delivered")
+    assert store.pending_webhooks() == []
+    counts = store.count_by_state()
+    assert counts[State.READY] == 1 and counts[State.CANCELLED] == 1 and counts[State.QUEUED] == 0
+    # Expiry.
+    assert set(store.finished_before(time.time() + 1)) == {a.id, b.id}
+    store.delete([a.id, b.id])
+    assert store.get(a.id) is None and store.queue_depth() == 0
+
+
+def test_requeue_running_after_a_crash(store):
+    a = _job(1.0)
+    store.add(a)
+    store.claim_next()
+    store.set_progress(a.id, 0.4)
+    assert store.requeue_running() == 1
+    back = store.get(a.id)
+    assert back.state == State.QUEUED and back.progress == 0.0 and back.started_at is None
+    assert store.claim_next().id == a.id
