@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from openkontext.eval.cli import register as register_eval
 from openkontext.serve.cli import register as register_serve
 from openkontext.train.cli import app as train_app
 from openkontext.world.cli import app as world_app
@@ -35,6 +36,7 @@ app = typer.Typer(
 app.add_typer(world_app, name="world")
 app.add_typer(train_app, name="train")
 register_serve(app)
+register_eval(app)
 err = Console(stderr=True)
 
 # Options shared by edit, generate and chat.
@@ -278,12 +280,13 @@ def chat(
 def demo(
     out: Annotated[Path, typer.Option(help="folder for the pictures")] = Path("out/demo"),
     seed: Seed = 0,
+    weights: Weights = None,
 ) -> None:
     """Edit a Shapes World scene with the embedded model and write before/after pictures."""
     from openkontext.cli_chat import run_demo
 
     with _errors():
-        run_demo(_load(None, None, None), out, seed, err, _progress)
+        run_demo(_load(weights, None, None), out, seed, err, _progress)
 
 
 def main() -> None:

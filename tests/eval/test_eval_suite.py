@@ -1,0 +1,37 @@
+"""The built-in Shapes World suite: its composition and its determinism."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from openkontext.eval import build_suite, load_cases
+from openkontext.world.edits import KINDS
+
+
+def test_composition(tmp_path):
+    cases = load_cases(build_suite(tmp_path, per_kind=2, size=32), native_size=32)
+    singles = [c for c in cases if not c.is_chain]
+    by_split = Counter((c.category, c.phrasing_split) for c in singles)
+    assert by_split == {**{(k, s): 2 for k in KINDS for s in ("train", "heldout")},
+                        ("generation", "train"): 1, ("generation", "heldout"): 1}
+    chains = [c for c in cases if c.is_chain]
+    assert len(chains) == 1 and len(chains[0].turns) == 5 and chains[0].phrasing_split == "train"
+    assert len({c.id for c in cases}) == len(cases) == 2 * 2 * len(KINDS) + 2 + 1
+    assert cases[0].id == "train-00000" and chains[0].id == "chain-00000"
+    assert cases[0].input.load().shape == (32, 32, 3)
+
+
+def test_same_size_same_suite_and_a_larger_one_extends_it(tmp_path):
+    a = build_suite(tmp_path / "a", per_kind=1, size=32).read_text()
+    b = build_suite(tmp_path / "b", per_kind=1, size=32).read_text()
+    assert a == b
+    first = [line for line in a.splitlines() if line.startswith('{"id": "train-')]
+    larger = build_suite(tmp_path / "c", per_kind=2, size=32).read_text().splitlines()
+    assert larger[:len(first)] == first
+
+
+def test_a_suite_needs_at_least_one_case_per_kind(tmp_path):
+    with pytest.raises(ValueError, match="at least 1"):
+        build_suite(tmp_path, per_kind=0)
