@@ -2,8 +2,15 @@
 
 from openkontext.model.autoencoder import AutoEncoder, AutoEncoderParams
 from openkontext.model.flux import Flux, FluxParams
-from openkontext.model.presets import KONTEXT_RESOLUTIONS, PRESETS, ModelPreset, get_preset
-from openkontext.model.text import ByteTextEncoder, ByteTextParams
+from openkontext.model.presets import (
+    KONTEXT_RESOLUTIONS,
+    PRESETS,
+    ModelPreset,
+    get_preset,
+    preset_from_dict,
+    preset_to_dict,
+)
+from openkontext.model.text import ByteTextEncoder, ByteTextParams, HFTextEncoders
 
 __all__ = [
     "KONTEXT_RESOLUTIONS",
@@ -14,6 +21,9 @@ __all__ = [
     "ByteTextParams",
     "Flux",
     "FluxParams",
+    "HFTextEncoders",
     "ModelPreset",
     "get_preset",
+    "preset_from_dict",
+    "preset_to_dict",
 ]

@@ -60,7 +60,9 @@ class AttnBlock(nn.Module):
         b, c, h, w = x.shape
         hn = self.norm(x)
         q, k, v = (rearrange(m(hn), "b c h w -> b 1 (h w) c") for m in (self.q, self.k, self.v))
-        out = F.scaled_dot_product_attention(q, k, v)
+        # Contiguous inputs: strided ones send CPU SDPA to its math kernel, which materialises
+        # the (hw x hw) attention matrix (1 GiB per copy for a 1024 px image).
+        out = F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous())
         out = rearrange(out, "b 1 (h w) c -> b c h w", h=h, w=w)
         return x + self.proj_out(out)
 

@@ -101,3 +101,28 @@ def get_preset(name: str) -> ModelPreset:
         raise ValueError(
             f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}"
         ) from None
+
+
+def preset_to_dict(preset: ModelPreset) -> dict:
+    """JSON-ready description of a preset (what a checkpoint carries to rebuild its model)."""
+    return {
+        "name": preset.name,
+        "flux": preset.flux.to_dict(),
+        "ae": preset.ae.to_dict(),
+        "text": None if preset.text is None else preset.text.to_dict(),
+        "native_size": preset.native_size,
+        "default_steps": preset.default_steps,
+        "default_guidance": preset.default_guidance,
+    }
+
+
+def preset_from_dict(d: dict) -> ModelPreset:
+    return ModelPreset(
+        name=d["name"],
+        flux=FluxParams.from_dict(d["flux"]),
+        ae=AutoEncoderParams.from_dict(d["ae"]),
+        text=None if d["text"] is None else ByteTextParams.from_dict(d["text"]),
+        native_size=d["native_size"],
+        default_steps=d["default_steps"],
+        default_guidance=d["default_guidance"],
+    )

@@ -147,7 +147,7 @@ class HFTextEncoders:
         clip_ids = self.clip_tokenizer(
             prompts,
             truncation=True,
-            max_length=self.clip_tokenizer.model_max_length,
+            max_length=77,  # CLIP-L context; some saved tokenizers lack model_max_length
             padding="max_length",
             return_length=False,
             return_overflowing_tokens=False,

@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny FLUX-shaped models with random weights in every parameter.
+
+Default initialisation zeroes some layers (adaLN, output projections), which would hide a wrong
+key mapping, so every parameter is redrawn: norm scales around 1, the rest scaled by fan-in.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from openkontext.model import AutoEncoder, AutoEncoderParams, Flux, FluxParams
+
+# The same sizes as the tiny diffusers models in test_parity_diffusers.py.
+TINY_FLUX = FluxParams(
+    in_channels=16, out_channels=16, vec_in_dim=24, context_in_dim=32, hidden_size=32,
+    num_heads=2, depth=2, depth_single_blocks=2, axes_dim=(4, 6, 6), guidance_embed=True,
+)
+TINY_AE = AutoEncoderParams(  # 8x down like FLUX's, so pipeline.initial_noise fits it
+    resolution=32, ch=32, ch_mult=(1, 2, 2, 2), num_res_blocks=1, z_channels=4,
+    scale_factor=0.6, shift_factor=0.1, norm_groups=32,
+)
+
+
+def randomise_(module: nn.Module, seed: int) -> nn.Module:
+    """Redraw every parameter in place from a seeded generator; returns the module in eval mode."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            if p.ndim == 1 and ("norm" in name or name.endswith("scale")):
+                p.copy_(1 + 0.2 * noise)
+            elif p.ndim == 1:
+                p.copy_(0.1 * noise)
+            else:
+                p.copy_(noise / p[0].numel() ** 0.5)
+    return module.eval()
+
+
+@pytest.fixture
+def flux_model() -> Flux:
+    return randomise_(Flux(TINY_FLUX), seed=1)
+
+
+@pytest.fixture
+def ae_model() -> AutoEncoder:
+    return randomise_(AutoEncoder(TINY_AE), seed=2)

@@ -1,0 +1,105 @@
+"""The CLI end to end, with randomly initialised mini weights (`--weights random`)."""
+
+import json
+import random
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from openkontext.cli import EXIT_BAD_INPUT, app
+from openkontext.world.render import render, to_pil
+from openkontext.world.scene import random_scene
+
+runner = CliRunner()
+FAST = ["--weights", "random", "--steps", "1"]
+
+
+@pytest.fixture
+def scene(tmp_path):
+    path = tmp_path / "scene.png"
+    to_pil(render(random_scene(random.Random(2), min_objects=2), 64)).save(path)
+    return path
+
+
+def test_edit_writes_images_and_json(scene, tmp_path):
+    out = tmp_path / "out.webp"
+    r = runner.invoke(app, ["edit", str(scene), "make the circle blue", "-o", str(out), "--seed",
+                            "4", "-n", "2", "--format", "webp", "--json", *FAST])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout.strip().splitlines()[-1])
+    assert doc["seeds"] == [4, 5] and (doc["width"], doc["height"]) == (64, 64)
+    assert doc["outputs"] == [str(tmp_path / "out_1.webp"), str(tmp_path / "out_2.webp")]
+    for p in doc["outputs"]:
+        with Image.open(p) as im:
+            assert im.format == "WEBP" and im.size == (64, 64)
+
+
+def test_generate_with_aspect_ratio(tmp_path):
+    out = tmp_path / "g.png"
+    r = runner.invoke(app, ["generate", "on white: small red circle center", "-o", str(out),
+                            "--aspect-ratio", "16:9", *FAST])
+    assert r.exit_code == 0, r.output
+    with Image.open(out) as im:
+        assert im.size == (80, 48)
+        assert "AI-generated" in im.info.get("Description", "")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--format", "bmp"], "--format"),
+        (["--aspect-ratio", "40:1"], "aspect_ratio"),
+        (["--steps", "0"], "steps"),
+        (["-n", "9"], "num_images"),
+    ],
+)
+def test_bad_options_exit_2_with_a_message(scene, tmp_path, args, message):
+    r = runner.invoke(app, ["edit", str(scene), "x", "-o", str(tmp_path / "o.png"),
+                            "--weights", "random", *args])
+    assert r.exit_code == EXIT_BAD_INPUT
+    assert message in r.output
+
+
+def test_unreadable_image_and_missing_weights_exit_2(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"hello")
+    r = runner.invoke(app, ["edit", str(bad), "x", *FAST])
+    assert r.exit_code == EXIT_BAD_INPUT and "error" in r.output
+    r = runner.invoke(app, ["edit", str(bad), "x", "--weights", str(tmp_path / "nope")])
+    assert r.exit_code == EXIT_BAD_INPUT and "nope" in r.output
+
+
+def test_info_json():
+    r = runner.invoke(app, ["info", "--weights", "random", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout.strip().splitlines()[-1])
+    assert doc["model"] == "mini" and doc["device"] == "cpu" and doc["dtype"] == "float32"
+    assert doc["transformer_parameters"] > 1_000_000
+
+
+def test_chat_five_turns_with_undo_branch_history_and_save(scene, tmp_path):
+    lines = "\n".join([
+        "make the circle blue", "remove the square", "/undo", "add a small red star on top",
+        "/history", "turn the background black", "/branch 2", "make it night", "/nope",
+        "/branch 99", f"/save {tmp_path / 'saved'}", "/quit", "never run",
+    ])
+    r = runner.invoke(app, ["chat", str(scene), "--output-dir", str(tmp_path / "turns"),
+                            *FAST], input=lines + "\n")
+    assert r.exit_code == 0, r.output
+    assert "head is now turn 1" in r.output and "head is now turn 2" in r.output
+    assert "unknown command /nope" in r.output and "no turn 99" in r.output
+    turns = sorted(p.name for p in (tmp_path / "turns").glob("turn_*.png"))
+    assert turns == [f"turn_{i}.png" for i in range(6)]
+    doc = json.loads((tmp_path / "saved" / "session.json").read_text())
+    assert [t["parent"] for t in doc["turns"]] == [0, 1, 1, 3, 2]
+    assert doc["head"] == 5
+
+
+def test_demo_writes_before_after_target(tmp_path):
+    r = runner.invoke(app, ["demo", "--out", str(tmp_path), "--weights", "random"])
+    assert r.exit_code == 0, r.output
+    for name in ("before", "after", "target"):
+        with Image.open(tmp_path / f"{name}.png") as im:
+            assert im.size == (64, 64)
+    assert "PSNR to ground truth" in r.output
