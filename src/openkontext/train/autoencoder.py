@@ -71,6 +71,10 @@ def train_autoencoder(
     log = JsonlLog(out / "ae_log.jsonl")
     torch.manual_seed(cfg.seed)
     ae = AutoEncoder(params)
+    # Start with a narrow posterior (std ~0.05): with the default std ~1 the decoder first sees
+    # mostly noise and reconstruction stalls near the mean colour for hundreds of steps.
+    with torch.no_grad():
+        ae.encoder.conv_out.bias[params.z_channels :].fill_(-6.0)
     opt = torch.optim.AdamW(ae.parameters(), lr=cfg.lr, weight_decay=0.0)
     step = 0
     if resume and ckpt_path.exists():
