@@ -38,3 +38,35 @@ def train_mini(
     typer.echo(f"autoencoder ready: scale {ae.params.scale_factor} shift {ae.params.shift_factor}")
     preset = dataclasses.replace(preset, ae=ae.params)
     train_transformer(preset, ae, out, FlowTrainConfig(steps=steps), resume)
+
+
+@app.command("export")
+def export(
+    run: Annotated[Path, typer.Option(help="run folder written by `train mini`")] = Path(
+        "runs/mini"
+    ),
+    out: Annotated[Path, typer.Option(help="export folder (the package's embedded/ by default)")]
+    | None = None,
+) -> None:
+    """Export the EMA weights of a run (autoencoder + transformer + text encoder) as a mini
+    export: fp16 safetensors plus a config JSON, loadable with --weights or as the default."""
+    import dataclasses
+
+    import torch
+
+    from openkontext.model import AutoEncoder, AutoEncoderParams, ByteTextEncoder, Flux, get_preset
+    from openkontext.weights import EMBEDDED_DIR, save_mini
+
+    ae_state = torch.load(run / "ae.pt", map_location="cpu", weights_only=False)
+    if not ae_state.get("done"):
+        raise typer.BadParameter(f"{run / 'ae.pt'}: the autoencoder has not finished training")
+    flux_state = torch.load(run / "flux.pt", map_location="cpu", weights_only=False)
+    ae = AutoEncoder(AutoEncoderParams.from_dict(ae_state["params"]))
+    ae.load_state_dict(ae_state["model"])
+    preset = dataclasses.replace(get_preset("mini"), ae=ae.params)
+    flux, text = Flux(preset.flux), ByteTextEncoder(preset.text)
+    flux.load_state_dict(flux_state["ema_flux"])
+    text.load_state_dict(flux_state["ema_text"])
+    info = {"ae_steps": ae_state["step"], "transformer_steps": flux_state["step"]}
+    folder = save_mini(out or EMBEDDED_DIR, preset, flux, ae, text, info=info)
+    typer.echo(f"exported {folder} ({info})")

@@ -1,0 +1,61 @@
+"""The mini training stages run, checkpoint, resume and export (a few steps each)."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from openkontext.cli import app
+from openkontext.model import get_preset
+from openkontext.train.autoencoder import AETrainConfig, train_autoencoder
+from openkontext.train.transformer import FlowTrainConfig, train_transformer
+from openkontext.weights import load_model
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("run")
+    preset = get_preset("mini")
+    cfg = AETrainConfig(steps=2, batch_size=2, checkpoint_every=1)
+    ae = train_autoencoder(preset.ae, out, cfg)
+    flow_cfg = FlowTrainConfig(steps=2, edit_batch=2, generation_batch=1, checkpoint_every=1,
+                               eval_every=2, eval_cases=2, eval_steps=1)
+    stepper = train_transformer(preset, ae, out, flow_cfg)
+    return out, ae, stepper
+
+
+def test_autoencoder_stage_checkpoints_and_calibrates(run):
+    out, ae, _ = run
+    state = torch.load(out / "ae.pt", weights_only=False)
+    assert state["done"] and state["step"] == 2
+    assert state["params"]["scale_factor"] == ae.params.scale_factor > 0
+    log = [json.loads(line) for line in (out / "ae_log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 2 and "psnr" in log[-1]
+    # a finished stage is not trained again
+    again = train_autoencoder(get_preset("mini").ae, out, AETrainConfig(steps=2))
+    assert again.params == ae.params
+
+
+def test_transformer_stage_logs_bands_evaluates_and_resumes(run):
+    out, ae, stepper = run
+    assert stepper.step == 2
+    records = [json.loads(line) for line in (out / "flux_log.jsonl").read_text().splitlines()]
+    evals = [r["eval"] for r in records if "eval" in r]
+    assert evals and {"psnr_median", "identity_median", "success"} <= set(evals[0])
+    cfg = FlowTrainConfig(steps=3, edit_batch=2, generation_batch=0, checkpoint_every=1,
+                          eval_every=100)
+    resumed = train_transformer(get_preset("mini"), ae, out, cfg)
+    assert resumed.step == 3
+
+
+def test_export_loads_as_weights(run, tmp_path):
+    out, _, _ = run
+    result = CliRunner().invoke(app, ["train", "export", "--run", str(out), "--out",
+                                      str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    model = load_model(tmp_path)
+    assert model.preset.name == "mini"
+    info = json.loads((tmp_path / "mini.json").read_text())["info"]
+    assert info["ae_steps"] == 2 and info["transformer_steps"] >= 2
