@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	# The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# Test-only: the hosted API's own client, run unchanged against our server. It pins an old
+	# Pillow it does not need, hence --no-deps (its one other need, requests, is already in).
+	$(BIN)/pip install --quiet --no-deps blackforest==0.1.3
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -111,3 +111,47 @@ def test_extra_references_are_accepted(kontext, scene_png):
     r = kontext.edit(scene_png, "put the star from image 2 here", references=[scene_png],
                      steps=1)
     assert (r.width, r.height) == (64, 64)
+
+
+def test_run_many_equals_separate_runs(kontext, scene_png):
+    other = np.asarray(Image.open(io.BytesIO(scene_png)).convert("RGB"))[:, ::-1].copy()
+    requests = [
+        ("make the circle blue", [scene_png], Settings(seed=3, steps=2, preserve=False)),
+        (
+            "remove the square",
+            [Image.fromarray(other)],
+            Settings(seed=9, steps=2, num_images=2, preserve=False),
+        ),
+        ("add a red star", [scene_png], Settings(seed=4, steps=2)),
+    ]
+    batch = kontext.run_many(requests)
+    assert [r.seeds for r in batch] == [[3], [9, 10], [4]]
+    assert [r.prompt for r in batch] == [p for p, _, _ in requests]
+    for result, (prompt, images, settings) in zip(batch, requests, strict=True):
+        alone = kontext.run(prompt, images, settings)
+        assert (result.width, result.height) == (alone.width, alone.height)
+        for a, b in zip(result.images, alone.images, strict=True):
+            diff = np.abs(np.asarray(a, int) - np.asarray(b, int))
+            assert diff.max() <= 1  # float tolerance, then rounding to uint8
+    # Different prompts really give different pictures; paste-back applies per request.
+    assert not np.array_equal(np.asarray(batch[0].images[0]), np.asarray(batch[2].images[0]))
+    assert batch[2].changed and not batch[0].changed
+
+
+def test_run_many_refuses_requests_that_cannot_share_a_batch(kontext, scene_png):
+    with pytest.raises(ValueError, match="share steps"):
+        kontext.run_many(
+            [("x", [scene_png], Settings(steps=1)), ("y", [scene_png], Settings(steps=2))]
+        )
+    with pytest.raises(ValueError, match="share steps"):
+        kontext.run_many([("x", [], Settings(steps=1)), ("y", [scene_png], Settings(steps=1))])
+    wide = Image.new("RGB", (640, 360), "white")
+    with pytest.raises(ValueError, match="share steps"):
+        kontext.run_many(
+            [
+                ("x", [wide], Settings(steps=1, aspect_ratio="1:1")),
+                ("y", [scene_png], Settings(steps=1)),
+            ]
+        )
+    plan = kontext.plan("x", [scene_png], Settings(steps=1))
+    assert plan.batch_key == kontext.plan("y", [scene_png], Settings(steps=1)).batch_key

@@ -3,7 +3,8 @@
 Front ends (CLI, HTTP worker, web page, evaluation, training-time sampling) call into this
 module; nobody else runs the denoise loop. Bottom half: the tensor-level core (seeded noise,
 encode -> denoise -> decode). Top half: `Kontext`, the user-facing API that takes images and
-settings, picks the size, runs the core as one batch and pastes back unedited pixels.
+settings, picks the size, runs the core as one batch and pastes back unedited pixels;
+`run_many` does the same for several requests in one batch (the HTTP worker's batching).
 """
 
 from __future__ import annotations
@@ -233,6 +234,26 @@ class Result:
         ]
 
 
+@dataclass
+class Plan:
+    """A request read, validated and sized (steps 1-2 of a run), ready to join a batch."""
+
+    prompt: str  # style preset applied
+    seeds: list[int]  # one per output image
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    ref_images: list[Image.Image]  # the inputs, each resized to its preferred size
+    preserve: bool
+
+    @property
+    def batch_key(self) -> tuple:
+        """Plans with equal keys can share one batch through the model."""
+        refs = tuple(img.size for img in self.ref_images)
+        return (self.steps, self.guidance, self.width, self.height, refs)
+
+
 def choose_device(device: str | None = None) -> torch.device:
     """cuda > mps > cpu unless given."""
     if device:
@@ -324,6 +345,29 @@ class Kontext:
     ) -> Result:
         """Edit (1..4 images) or generate (no image) as one batch of `num_images`."""
         started = time.perf_counter()
+        plan = self.plan(prompt, images, settings)
+        return self._run_plans([plan], started, on_step, cancelled)[0]
+
+    def run_many(
+        self,
+        requests: Sequence[tuple[str, Sequence, Settings]],
+        on_step: flow.StepCallback | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> list[Result]:
+        """Several (prompt, images, settings) requests as one batch through the model.
+
+        Each request is read, validated and sized exactly as `run` does, and its results equal
+        a `run` of it alone (to float rounding). The requests must agree on `Plan.batch_key`
+        (steps, guidance, output size, number and sizes of references); else ValueError.
+        Every Result's `seconds` is the time of the whole batch.
+        """
+        started = time.perf_counter()
+        plans = [self.plan(prompt, images, s) for prompt, images, s in requests]
+        return self._run_plans(plans, started, on_step, cancelled)
+
+    def plan(self, prompt: str, images: Sequence = (), settings: Settings = Settings()) -> Plan:
+        """Steps 1-2 of a run: validate and read the inputs, pick the seeds and sizes, resize
+        the references. Raises ValueError (or ImageError) for a request that cannot run."""
         preset = self.model.preset
         # 1. Validate and read inputs.
         prompt = self._apply_style(prompt, settings.style_preset)
@@ -350,39 +394,74 @@ class Kontext:
         )
         ref_sizes = [resolve_size(preset, img.size) for img in pil]
         ref_images = [imaging.resize_image(img, s) for img, s in zip(pil, ref_sizes, strict=True)]
-        references = [imaging.image_to_tensor(img) for img in ref_images] or None
-        # 3. One batch through the model.
+        return Plan(prompt, seeds, width, height, steps, guidance, ref_images, settings.preserve)
+
+    def _run_plans(
+        self,
+        plans: list[Plan],
+        started: float,
+        on_step: flow.StepCallback | None,
+        cancelled: Callable[[], bool] | None,
+    ) -> list[Result]:
+        """Steps 3-4 of a run, for plans that share a batch key."""
+        first = plans[0]
+        if any(p.batch_key != first.batch_key for p in plans):
+            keys = sorted({str(p.batch_key) for p in plans})
+            raise ValueError(f"requests of one batch must share steps, guidance and sizes: {keys}")
+        # 3. One batch through the model. One request shares its references across its images;
+        # several give each output row its own request's references.
+        prompts = [p.prompt for p in plans for _ in p.seeds]
+        seeds = [s for p in plans for s in p.seeds]
+        per_ref = [[imaging.image_to_tensor(img) for img in p.ref_images] for p in plans]
+        if len(plans) == 1:
+            references = per_ref[0] or None
+        else:
+            references = [
+                torch.cat(
+                    [
+                        refs[k].expand(len(p.seeds), -1, -1, -1)
+                        for p, refs in zip(plans, per_ref, strict=True)
+                    ]
+                )
+                for k in range(len(first.ref_images))
+            ] or None
         out = run_tensors(
             self.model,
-            [prompt] * len(seeds),
+            prompts,
             seeds,
-            height,
-            width,
-            steps,
-            guidance,
+            first.height,
+            first.width,
+            first.steps,
+            first.guidance,
             references,
             on_step,
             cancelled,
         )
         arrays = list(imaging.tensor_to_uint8(out))
-        # 4. Paste back unedited pixels when the output has the first input's size.
-        changed: list[np.ndarray] = []
-        if settings.preserve and ref_images and ref_sizes[0] == (width, height):
-            original = imaging.image_to_array(ref_images[0])
-            pasted = [paste_back(original, a) for a in arrays]
-            arrays, changed = [p[0] for p in pasted], [p[1] for p in pasted]
-        return Result(
-            images=[Image.fromarray(a) for a in arrays],
-            seeds=seeds,
-            width=width,
-            height=height,
-            prompt=prompt,
-            steps=steps,
-            guidance=guidance,
-            model=preset.name,
-            seconds=time.perf_counter() - started,
-            changed=changed,
-        )
+        # 4. Per request: paste back unedited pixels when the output has the first input's size.
+        results, row = [], 0
+        for p in plans:
+            mine, row = arrays[row : row + len(p.seeds)], row + len(p.seeds)
+            changed: list[np.ndarray] = []
+            if p.preserve and p.ref_images and p.ref_images[0].size == (p.width, p.height):
+                original = imaging.image_to_array(p.ref_images[0])
+                pasted = [paste_back(original, a) for a in mine]
+                mine, changed = [x[0] for x in pasted], [x[1] for x in pasted]
+            results.append(
+                Result(
+                    images=[Image.fromarray(a) for a in mine],
+                    seeds=p.seeds,
+                    width=p.width,
+                    height=p.height,
+                    prompt=p.prompt,
+                    steps=p.steps,
+                    guidance=p.guidance,
+                    model=self.model.preset.name,
+                    seconds=time.perf_counter() - started,
+                    changed=changed,
+                )
+            )
+        return results
 
     def _apply_style(self, prompt: str, style: str | None) -> str:
         if not prompt or not prompt.strip():

@@ -38,16 +38,18 @@ def mini_model() -> LoadedModel:
 
 
 class SlowKontext(Kontext):
-    """The mini model with a pause after every step (and an optional gate before the run), so
-    a test can act while a job is running."""
+    """The mini model with a pause after every step (and an optional gate before each batch),
+    so a test can act while a job is running. The worker runs every batch with `run_many`."""
 
     def __init__(self, model: LoadedModel, step_delay: float = 0.0,
                  gate: threading.Event | None = None):
         super().__init__(model)
         self.step_delay = step_delay
         self.gate = gate
+        self.batches: list[list[str]] = []  # the prompts of every batch run, in order
 
-    def run(self, prompt, images=(), settings=None, on_step=None, cancelled=None):
+    def run_many(self, requests, on_step=None, cancelled=None):
+        self.batches.append([prompt for prompt, _, _ in requests])
         if self.gate is not None:
             self.gate.wait(30)
 
@@ -56,7 +58,7 @@ class SlowKontext(Kontext):
             if on_step is not None:
                 on_step(i, n)
 
-        return super().run(prompt, images, settings, on_step=slow_step, cancelled=cancelled)
+        return super().run_many(requests, on_step=slow_step, cancelled=cancelled)
 
 
 @dataclass

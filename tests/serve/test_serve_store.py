@@ -127,3 +127,40 @@ def test_requeue_running_after_a_crash(store):
     back = store.get(a.id)
     assert back.state == State.QUEUED and back.progress == 0.0 and back.started_at is None
     assert store.claim_next().id == a.id
+
+
+def test_usage_accumulates_per_key_in_the_finishing_transaction(store):
+    from openkontext.serve.usage import Usage
+
+    a, b = _job(1.0, owner="k1"), _job(2.0, owner="k1")
+    store.add(a)
+    store.add(b)
+    assert store.usage("k1") == Usage()
+    store.claim_next()
+    store.finish(a.id, State.READY, {"files": ["0.png"]},
+                 charge=("k1", Usage(jobs=1, images=2, megapixels=0.5, compute_seconds=1.25)))
+    store.finish(b.id, State.ERROR, None, {"error": "x"},
+                 charge=("k1", Usage(jobs=1, compute_seconds=0.25)))
+    got = store.usage("k1")
+    assert (got.jobs, got.images, got.megapixels, got.compute_seconds) == (2, 2, 0.5, 1.5)
+    assert got.since is not None and store.usage("k2") == Usage()
+    store.delete([a.id, b.id])  # usage outlives the jobs
+    assert store.usage("k1").jobs == 2
+
+
+def test_batch_helpers(store):
+    jobs = [_job(float(i), owner="k" if i < 2 else "other") for i in range(4)]
+    for job in jobs:
+        store.add(job)
+    assert [j.id for j in store.queued(3)] == [j.id for j in jobs[:3]]
+    assert store.claim(jobs[2].id).state == State.RUNNING
+    assert store.claim(jobs[2].id) is None  # taken once
+    assert store.claim_next().id == jobs[0].id
+    assert store.queue_depth("k") == 2 and store.queue_depth("other") == 2
+    store.set_progress([jobs[0].id, jobs[2].id], 0.5)
+    assert store.get(jobs[2].id).progress == 0.5 and store.get(jobs[1].id).progress == 0.0
+    store.request_cancel(jobs[2].id)
+    assert store.cancel_requested_among([j.id for j in jobs]) == {jobs[2].id}
+    store.finish(jobs[0].id, State.READY)
+    assert store.states([jobs[0].id, jobs[1].id, "missing"]) == {
+        jobs[0].id: State.READY, jobs[1].id: State.QUEUED}

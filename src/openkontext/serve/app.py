@@ -25,7 +25,7 @@ from openkontext.serve.moderation import (
     TextPolicy,
     load_plugin,
 )
-from openkontext.serve.routers import jobs, results, system
+from openkontext.serve.routers import jobs, results, system, usage
 from openkontext.serve.settings import ServeSettings, load_settings
 from openkontext.serve.store import JobStore
 from openkontext.serve.views import result_body
@@ -85,6 +85,7 @@ def create_app(
     app.state.services = services
     app.include_router(jobs.build_router(list(s.tiers)))
     app.include_router(results.router)
+    app.include_router(usage.router)
     app.include_router(system.router)
 
     @app.exception_handler(FieldError)

@@ -3,7 +3,8 @@ dependencies."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
@@ -25,6 +26,7 @@ class Services:
     metrics: Metrics
     text_policy: TextPolicy
     prompt_upsampler: PromptUpsampler | None
+    admission: threading.Lock = field(default_factory=threading.Lock)  # capacity check + add
 
 
 def get_services(request: Request) -> Services:

@@ -1,5 +1,5 @@
-"""Prometheus text exposition: queue depth and jobs by status from the store, and a latency
-histogram of finished jobs kept in memory by this process."""
+"""Prometheus text exposition: queue depth and jobs by status from the store, and histograms of
+job latency and batch size kept in memory by this process."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ class Histogram:
 class Metrics:
     def __init__(self) -> None:
         self.job_seconds = Histogram()
+        self.batch_size = Histogram((1, 2, 3, 4, 8, 16))
 
     def render(self, store: JobStore) -> str:
         counts = store.count_by_state()
@@ -51,5 +52,8 @@ class Metrics:
             "# HELP openkontext_job_duration_seconds Time from start to finish of a job run.",
             "# TYPE openkontext_job_duration_seconds histogram",
             *self.job_seconds.lines("openkontext_job_duration_seconds"),
+            "# HELP openkontext_batch_size Jobs run together in one batch through the model.",
+            "# TYPE openkontext_batch_size histogram",
+            *self.batch_size.lines("openkontext_batch_size"),
         ]
         return "\n".join(lines) + "\n"

@@ -111,6 +111,11 @@ def _field_error(field: str, message: str):
 class SubmitResponse(BaseModel):
     id: str
     polling_url: str
+    input_mp: float | None = Field(default=None, description="megapixels of the input images")
+    output_mp: float | None = Field(
+        default=None, description="megapixels of all output images expected (null while the "
+        "model loads or when the size cannot be made)",
+    )
 
 
 class ResultResponse(BaseModel):
@@ -129,6 +134,18 @@ class CancelResponse(BaseModel):
     id: str
     cancelled: bool
     status: Status
+
+
+class UsageResponse(BaseModel):
+    key: str = Field(description="'anonymous' without keys, else the start of the key's hash")
+    jobs: int = Field(description="jobs the worker ran, whatever their outcome")
+    images: int = Field(description="images delivered (Ready jobs)")
+    megapixels: float = Field(description="megapixels of those images")
+    compute_seconds: float = Field(description="model time; a batch's time is shared by its "
+                                   "images")
+    since: float | None = Field(description="Unix time of the first recorded use")
+    active_jobs: int = Field(description="jobs of this key queued or running now")
+    max_jobs: int | None = Field(description="the server's limit on active_jobs, if any")
 
 
 class Health(BaseModel):

@@ -19,7 +19,7 @@ import secrets
 from contextvars import ContextVar
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -70,8 +70,13 @@ class ServeSettings(BaseSettings):
     tiers: dict[str, Tier] = Field(default_factory=_default_tiers)
     prompt_max_length: int = Field(default=4096, ge=1)
     queue_max_size: int = Field(default=32, ge=1)
-    result_ttl_seconds: float = Field(default=24 * 3600, gt=0)
+    max_jobs_per_key: int | None = Field(default=None, ge=1)  # queued + running, per API key
+    max_batch_images: int = Field(default=4, ge=1)  # images per model batch; 1: no batching
+    # Retention.
+    result_ttl_seconds: float = Field(default=24 * 3600, gt=0)  # then job and files go
     signed_url_expiry_seconds: float = Field(default=600, gt=0)
+    keep_inputs: bool = False  # keep input images until the job expires, not just until it ends
+    zero_retention: bool = False  # delete each result file at its first download
     # Input images.
     max_input_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     max_input_side: int = Field(default=1920, ge=16)
@@ -120,6 +125,12 @@ class ServeSettings(BaseSettings):
     @classmethod
     def _lower_hosts(cls, hosts: list[str]) -> list[str]:
         return [h.strip().lower().rstrip(".") for h in hosts if h.strip()]
+
+    @model_validator(mode="after")
+    def _retention(self) -> ServeSettings:
+        if self.zero_retention and self.keep_inputs:
+            raise ValueError("zero_retention and keep_inputs contradict each other")
+        return self
 
     @field_validator("public_url")
     @classmethod

@@ -33,6 +33,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from openkontext.serve.schemas import Status
+from openkontext.serve.usage import Usage, add_usage, read_usage, usage_table
 
 
 class State(StrEnum):
@@ -68,7 +69,8 @@ class Job:
     id: str
     tier: str
     state: State
-    params: dict  # the request without its images (see KontextRequest.job_params)
+    params: dict  # the request without its images (KontextRequest.job_params), input_mp,
+    # output_mp
     base_url: str  # origin the job was submitted on, for webhook URLs
     api_key_hash: str  # "" when submitted without a key
     progress: float
@@ -130,6 +132,7 @@ class JobStore:
         self.engine = engine
         self.metadata = MetaData()
         self.t = _table(self.metadata, table)
+        self.usage_t = usage_table(self.metadata, f"{table}_usage")
 
     def create_tables(self) -> None:
         self.metadata.create_all(self.engine)
@@ -165,23 +168,32 @@ class JobStore:
         """Move the oldest queued job to running and return it; None when nothing is queued."""
         t = self.t
         while True:
-            with self.engine.begin() as conn:
+            with self.engine.connect() as conn:
                 row = conn.execute(
                     select(t.c.id).where(t.c.state == State.QUEUED)
                     .order_by(t.c.created_at).limit(1)
                 ).first()
-                if row is None:
-                    return None
-                taken = conn.execute(
-                    update(t).where(t.c.id == row.id, t.c.state == State.QUEUED)
-                    .values(state=State.RUNNING, started_at=time.time(), progress=0.0)
-                ).rowcount
-            if taken:
-                return self.get(row.id)
+            if row is None:
+                return None
+            job = self.claim(row.id)
+            if job is not None:
+                return job
 
-    def set_progress(self, job_id: str, progress: float) -> None:
+    def claim(self, job_id: str) -> Job | None:
+        """Move this job from queued to running; None when it is no longer queued (another
+        worker took it, or it was cancelled)."""
+        t = self.t
         with self.engine.begin() as conn:
-            conn.execute(update(self.t).where(self.t.c.id == job_id).values(progress=progress))
+            taken = conn.execute(
+                update(t).where(t.c.id == job_id, t.c.state == State.QUEUED)
+                .values(state=State.RUNNING, started_at=time.time(), progress=0.0)
+            ).rowcount
+        return self.get(job_id) if taken else None
+
+    def set_progress(self, job_ids: str | list[str], progress: float) -> None:
+        ids = [job_ids] if isinstance(job_ids, str) else job_ids
+        with self.engine.begin() as conn:
+            conn.execute(update(self.t).where(self.t.c.id.in_(ids)).values(progress=progress))
 
     def finish(
         self,
@@ -190,7 +202,10 @@ class JobStore:
         result: dict | None = None,
         details: dict | None = None,
         webhook: bool = False,
+        charge: tuple[str, Usage] | None = None,
     ) -> None:
+        """Record a job's outcome; `charge` = (API key hash, usage to add), in the same
+        transaction."""
         values = dict(
             state=state,
             finished_at=time.time(),
@@ -203,6 +218,8 @@ class JobStore:
             values["webhook_state"] = "pending"
         with self.engine.begin() as conn:
             conn.execute(update(self.t).where(self.t.c.id == job_id).values(**values))
+            if charge is not None:
+                add_usage(conn, self.usage_t, *charge)
 
     def requeue(self, job_id: str) -> None:
         with self.engine.begin() as conn:
@@ -259,12 +276,42 @@ class JobStore:
             ).first()
         return None if row is None else _job(row)
 
+    def queued(self, limit: int) -> list[Job]:
+        """The oldest `limit` queued jobs, oldest first."""
+        t = self.t
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t).where(t.c.state == State.QUEUED).order_by(t.c.created_at).limit(limit)
+            ).all()
+        return [_job(r) for r in rows]
+
+    def states(self, job_ids: list[str]) -> dict[str, State]:
+        """The state of each of these jobs that exists."""
+        if not job_ids:
+            return {}
+        t = self.t
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.c.id, t.c.state).where(t.c.id.in_(job_ids))).all()
+        return {r.id: State(r.state) for r in rows}
+
+    def usage(self, api_key_hash: str) -> Usage:
+        return read_usage(self.engine, self.usage_t, api_key_hash)
+
     def cancel_requested(self, job_id: str) -> bool:
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(self.t.c.cancel_requested).where(self.t.c.id == job_id)
             ).first()
         return bool(row and row.cancel_requested)
+
+    def cancel_requested_among(self, job_ids: list[str]) -> set[str]:
+        """Those of these jobs whose owner asked to cancel them."""
+        t = self.t
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.c.id).where(t.c.id.in_(job_ids), t.c.cancel_requested.is_(True))
+            ).all()
+        return {r.id for r in rows}
 
     def count_by_state(self) -> dict[State, int]:
         t = self.t
@@ -274,12 +321,14 @@ class JobStore:
         counts.update({State(state): n for state, n in rows})
         return counts
 
-    def queue_depth(self) -> int:
+    def queue_depth(self, api_key_hash: str | None = None) -> int:
+        """Jobs queued or running: all of them, or those of one API key."""
         t = self.t
+        query = select(func.count()).where(t.c.state.in_([State.QUEUED, State.RUNNING]))
+        if api_key_hash is not None:
+            query = query.where(t.c.api_key_hash == api_key_hash)
         with self.engine.connect() as conn:
-            return conn.execute(
-                select(func.count()).where(t.c.state.in_([State.QUEUED, State.RUNNING]))
-            ).scalar_one()
+            return conn.execute(query).scalar_one()
 
     def finished_before(self, cutoff: float) -> list[str]:
         t = self.t

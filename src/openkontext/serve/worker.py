@@ -1,41 +1,59 @@
-"""The executor: one thread that takes jobs from the store and runs the pipeline.
+"""The executor: one thread that takes jobs from the store and runs the pipeline in batches.
 
-HTTP handlers only write jobs to the store and `wake()` the worker; the worker claims the oldest
-queued job, runs it off the event loop, writes progress and the outcome back, and hands finished
-jobs with a webhook to `Webhooks`. On start it puts back jobs a killed process left running, so
-they are finished after a restart. Cancellation is checked between denoising steps.
+HTTP handlers only write jobs to the store and `wake()` the worker. The worker claims the oldest
+queued job, claims the queued jobs that can share its batch, runs them all with one
+`Kontext.run_many` call off the event loop, writes progress and outcomes back, and hands
+finished jobs with a webhook to `Webhooks`. On start it puts back jobs a killed process left
+running, so they are finished after a restart. Cancellation is checked between denoising steps.
+
+Batching rule: jobs share a batch when the pipeline plans them to the same steps, guidance,
+output size and input-image sizes (`Plan.batch_key`), up to `max_batch_images` output images
+in all. Only the next BATCH_WINDOW queued jobs are looked at; a job that fits may run before an
+older one that does not. A batch whose jobs were not all cancelled runs to the end, and the
+cancelled ones are then recorded as cancelled.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
+
+from PIL import Image
 
 from openkontext import flow
 from openkontext.files import atomic_write
 from openkontext.imaging import ImageError, load_image
-from openkontext.pipeline import Kontext, Settings
+from openkontext.pipeline import Kontext, Result, Settings
+from openkontext.serve import retention
 from openkontext.serve.metrics import Metrics
 from openkontext.serve.moderation import ImageClassifier, PromptUpsampler
 from openkontext.serve.settings import ServeSettings
 from openkontext.serve.store import Job, JobStore, State
+from openkontext.serve.usage import Usage
 
 log = logging.getLogger("openkontext.serve.worker")
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 PROGRESS_INTERVAL = 0.2  # seconds between progress writes
-CLEANUP_INTERVAL = 60.0  # seconds between sweeps for expired results
+BATCH_WINDOW = 16  # queued jobs looked at for companions of the oldest one
+Outcome = tuple[State, dict | None, dict | None]  # state, result, details
 
 
 class _Stopping(Exception):
     """The job was interrupted by shutdown, not by its owner: it goes back in the queue."""
 
 
-def input_dir(settings: ServeSettings, job_id: str) -> Path:
-    return settings.inputs_dir / job_id
+@dataclass
+class _Prepared:
+    """A claimed job with its inputs read and its prompt final, ready to join a batch."""
+
+    job: Job
+    prompt: str
+    images: list[Image.Image]
+    settings: Settings
+    key: tuple  # Plan.batch_key
 
 
 class Worker:
@@ -58,15 +76,21 @@ class Worker:
         self.prompt_upsampler = prompt_upsampler
         self.kontext: Kontext | None = None
         self.load_error: str | None = None
-        self.current: str | None = None  # id of the job being run
+        self.running: list[str] = []  # ids of the jobs being run
+        self._keys: dict[str, tuple | None] = {}  # batch keys of queued jobs looked at
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._main, name="openkontext-worker", daemon=True)
-        self._last_cleanup = 0.0
+        self._last_sweep = 0.0
 
     @property
     def state(self) -> str:
         return "error" if self.load_error else "ok" if self.kontext else "loading"
+
+    @property
+    def current(self) -> str | None:
+        """The oldest job of the running batch."""
+        return self.running[0] if self.running else None
 
     def start(self) -> None:
         n = self.store.requeue_running()
@@ -92,106 +116,207 @@ class Worker:
             log.exception("loading the model failed")
             self.load_error = f"{type(e).__name__}: {e}"
             return
+        interval = retention.sweep_interval(self.settings)
         while not self._stop.is_set():
-            self._cleanup_expired()
-            job = self.store.claim_next()
-            if job is None:
-                self._wake.wait(1.0)
-                self._wake.clear()
-                continue
-            self.current = job.id
             try:
-                self._run(job)
+                self._sweep(interval)
+                batch = self._claim_batch()
+                if not batch:
+                    self._wake.wait(min(1.0, interval))
+                    self._wake.clear()
+                    continue
+                self._run_batch(batch)
             except Exception:  # the store or the disk failed; keep serving other jobs
-                log.exception("job %s could not be recorded", job.id)
+                log.exception("jobs %s could not be recorded", self.running)
+                time.sleep(0.1)
             finally:
-                self.current = None
+                self.running = []
 
-    def _run(self, job: Job) -> None:
+    def _sweep(self, interval: float) -> None:
+        now = time.time()
+        if now - self._last_sweep >= interval:
+            self._last_sweep = now
+            retention.sweep(self.settings, self.store, now)
+
+    # -- forming a batch ---------------------------------------------------------------------------
+
+    def _claim_batch(self) -> list[_Prepared]:
+        """The oldest queued job that can run, and queued jobs that fit in its batch; [] when
+        nothing is queued."""
+        while (job := self.store.claim_next()) is not None:
+            self.running = [job.id]
+            first = self._prepare(job)
+            if first is not None:
+                return [first, *self._companions(first)]
+        return []
+
+    def _companions(self, first: _Prepared) -> list[_Prepared]:
+        room = self.settings.max_batch_images - first.settings.num_images
+        if room <= 0:
+            return []
+        queued = self.store.queued(BATCH_WINDOW)
+        self._keys = {j.id: self._keys[j.id] for j in queued if j.id in self._keys}
+        found: list[_Prepared] = []
+        for job in queued:
+            n = job.params.get("num_images", 1)
+            if n > room or self._key_of(job) != first.key:
+                continue
+            claimed = self.store.claim(job.id)
+            ready = self._prepare(claimed) if claimed is not None else None
+            if ready is None:
+                continue
+            if ready.key != first.key:  # not expected: the key does not depend on the prompt
+                self.store.requeue(job.id)
+                continue
+            self.running.append(job.id)
+            found.append(ready)
+            room -= n
+            if room <= 0:
+                break
+        return found
+
+    def _key_of(self, job: Job) -> tuple | None:
+        """The batch key a queued job would get (None when it cannot be planned), cached."""
+        if job.id not in self._keys:
+            try:
+                plan = self.kontext.plan(job.params["prompt"], self._inputs(job),
+                                         self._run_settings(job))
+                self._keys[job.id] = plan.batch_key
+            except Exception:  # it fails on its own turn, with the reason recorded
+                self._keys[job.id] = None
+        return self._keys[job.id]
+
+    def _prepare(self, job: Job) -> _Prepared | None:
+        """Read a claimed job's inputs, upsample its prompt and plan it; a job that cannot run
+        is finished here with the reason, and None returned."""
         try:
-            state, result, details = self._execute(job)
-        except _Stopping:
-            self.store.requeue(job.id)
-            return
-        except flow.Cancelled:
-            state, result, details = State.CANCELLED, None, {"error": "cancelled by request"}
+            images = self._inputs(job)
+            prompt = job.params["prompt"]
+            if job.params.get("prompt_upsampling"):
+                if self.prompt_upsampler is None:
+                    raise ValueError("prompt_upsampling is not available on this server")
+                prompt = self.prompt_upsampler(prompt, images)
+            settings = self._run_settings(job)
+            key = self.kontext.plan(prompt, images, settings).batch_key
         except (ValueError, ImageError) as e:  # includes SizeError: a request we cannot do
-            state, result, details = State.ERROR, None, {"error": str(e)}
+            self._finish(job, (State.ERROR, None, {"error": str(e)}), 0.0)
+            return None
         except Exception as e:
             log.exception("job %s failed", job.id)
-            state, result, details = State.ERROR, None, {"error": f"internal error: {e}"}
-        webhook = bool(job.params.get("webhook_url"))
-        self.store.finish(job.id, state, result, details, webhook=webhook)
-        if job.started_at is not None:
-            self.metrics.job_seconds.observe(time.time() - job.started_at)
-        shutil.rmtree(input_dir(self.settings, job.id), ignore_errors=True)
-        if webhook:
-            self.on_finished(job.id)
+            self._finish(job, (State.ERROR, None, {"error": f"internal error: {e}"}), 0.0)
+            return None
+        return _Prepared(job, prompt, images, settings, key)
 
-    def _execute(self, job: Job) -> tuple[State, dict | None, dict | None]:
-        settings, params = self.settings, job.params
-        kontext = self.kontext
-        assert kontext is not None
-        # 1. Inputs, stored as files at submission.
-        folder = input_dir(settings, job.id)
+    def _inputs(self, job: Job) -> list[Image.Image]:
+        """The input images, stored as files at submission."""
+        folder = retention.input_dir(self.settings, job.id)
         paths = sorted(folder.iterdir(), key=lambda f: f.name) if folder.exists() else []
-        images = [load_image(f.read_bytes(), settings.image_limits) for f in paths]
-        # 2. Prompt upsampling, when asked for.
-        prompt = params["prompt"]
-        if params.get("prompt_upsampling"):
-            if self.prompt_upsampler is None:
-                raise ValueError("prompt_upsampling is not available on this server")
-            prompt = self.prompt_upsampler(prompt, images)
-        # 3. The pipeline, with progress into the store and cancellation between steps.
-        tier = settings.tiers.get(job.tier)
-        steps = params.get("steps") or (tier.steps if tier else None)
-        guidance = params.get("guidance") or (tier.guidance if tier else None)
-        run_settings = Settings(
-            seed=params.get("seed"), steps=steps, guidance=guidance,
+        return [load_image(f.read_bytes(), self.settings.image_limits) for f in paths]
+
+    def _run_settings(self, job: Job) -> Settings:
+        params, tier = job.params, self.settings.tiers.get(job.tier)
+        return Settings(
+            seed=params.get("seed"),
+            steps=params.get("steps") or (tier.steps if tier else None),
+            guidance=params.get("guidance") or (tier.guidance if tier else None),
             aspect_ratio=params.get("aspect_ratio"), width=params.get("width"),
             height=params.get("height"), num_images=params.get("num_images", 1),
         )
+
+    # -- running a batch ---------------------------------------------------------------------------
+
+    def _run_batch(self, batch: list[_Prepared]) -> None:
+        kontext = self.kontext
+        assert kontext is not None
+        ids = [p.job.id for p in batch]
+        self.metrics.batch_size.observe(len(batch))
         last = [0.0]
 
         def on_step(i: int, n: int) -> None:
             now = time.monotonic()
             if i == n or now - last[0] >= PROGRESS_INTERVAL:
                 last[0] = now
-                self.store.set_progress(job.id, round(0.99 * i / n, 4))
+                self.store.set_progress(ids, round(0.99 * i / n, 4))
 
         def cancelled() -> bool:
             if self._stop.is_set():
                 raise _Stopping
-            return self.store.cancel_requested(job.id)
+            return len(self.store.cancel_requested_among(ids)) == len(ids)
 
-        out = kontext.run(prompt, images, run_settings, on_step=on_step, cancelled=cancelled)
-        # 4. Moderation of the outputs.
-        tolerance = params.get("safety_tolerance", 2)
-        if self.image_classifier is not None:
-            verdict = self.image_classifier(out.images, tolerance)
-            if verdict.flagged:
-                return State.CONTENT_MODERATED, None, {"reason": verdict.reason}
-        # 5. Files, written atomically.
-        fmt = params.get("output_format", "png")
-        encoded = out.encode(fmt, params.get("output_quality", 95))
-        files = []
-        for i, data in enumerate(encoded):
-            name = f"{i}.{EXTENSIONS[fmt]}"
-            atomic_write(settings.results_dir / job.id / name, data)
-            files.append(name)
-        started = job.started_at or time.time()
+        # 1. The pipeline, once for the whole batch.
+        started = time.monotonic()
+        failure: Outcome | None = None
+        results: list[Result] = []
+        try:
+            results = kontext.run_many([(p.prompt, p.images, p.settings) for p in batch],
+                                       on_step=on_step, cancelled=cancelled)
+        except _Stopping:
+            for job_id in ids:
+                self.store.requeue(job_id)
+            return
+        except flow.Cancelled:
+            failure = (State.CANCELLED, None, {"error": "cancelled by request"})
+        except Exception as e:
+            if len(batch) > 1:  # e.g. out of memory: each job gets its own try
+                log.warning("a batch of %d jobs failed (%s); running them one by one",
+                            len(batch), e)
+                for p in batch:
+                    self.running = [p.job.id]
+                    self._run_batch([p])
+                return
+            if isinstance(e, ValueError | ImageError):
+                message = str(e)
+            else:
+                log.exception("job %s failed", ids[0])
+                message = f"internal error: {e}"
+            failure = (State.ERROR, None, {"error": message})
+        seconds = time.monotonic() - started
+        # 2. Each job's outcome, with its share of the batch's time.
+        images = sum(p.settings.num_images for p in batch)
+        cancelled_ids = self.store.cancel_requested_among(ids) if failure is None else set()
+        for i, p in enumerate(batch):
+            if failure is not None:
+                outcome = failure
+            elif p.job.id in cancelled_ids:
+                outcome = (State.CANCELLED, None, {"error": "cancelled by request"})
+            else:
+                outcome = self._deliver(p, results[i])
+            self._finish(p.job, outcome, seconds * p.settings.num_images / images)
+
+    def _deliver(self, p: _Prepared, out: Result) -> Outcome:
+        """Moderate the outputs, then write them atomically."""
+        params = p.job.params
+        try:
+            if self.image_classifier is not None:
+                verdict = self.image_classifier(out.images, params.get("safety_tolerance", 2))
+                if verdict.flagged:
+                    return State.CONTENT_MODERATED, None, {"reason": verdict.reason}
+            fmt = params.get("output_format", "png")
+            files = []
+            for i, data in enumerate(out.encode(fmt, params.get("output_quality", 95))):
+                name = f"{i}.{EXTENSIONS[fmt]}"
+                atomic_write(retention.result_dir(self.settings, p.job.id) / name, data)
+                files.append(name)
+        except Exception as e:
+            log.exception("job %s failed", p.job.id)
+            return State.ERROR, None, {"error": f"internal error: {e}"}
         return State.READY, {
             "files": files, "seeds": out.seeds, "prompt": out.prompt, "width": out.width,
-            "height": out.height, "start_time": started, "end_time": time.time(),
+            "height": out.height, "start_time": p.job.started_at or time.time(),
+            "end_time": time.time(),
         }, None
 
-    def _cleanup_expired(self) -> None:
-        now = time.time()
-        if now - self._last_cleanup < CLEANUP_INTERVAL:
-            return
-        self._last_cleanup = now
-        expired = self.store.finished_before(now - self.settings.result_ttl_seconds)
-        for job_id in expired:
-            shutil.rmtree(self.settings.results_dir / job_id, ignore_errors=True)
-            shutil.rmtree(input_dir(self.settings, job_id), ignore_errors=True)
-        self.store.delete(expired)
+    def _finish(self, job: Job, outcome: Outcome, compute_seconds: float) -> None:
+        state, result, details = outcome
+        usage = Usage(jobs=1, compute_seconds=compute_seconds)
+        if state == State.READY and result is not None:
+            usage.images = len(result["files"])
+            usage.megapixels = usage.images * result["width"] * result["height"] / 1e6
+        webhook = bool(job.params.get("webhook_url"))
+        self.store.finish(job.id, state, result, details, webhook=webhook,
+                          charge=(job.api_key_hash, usage))
+        if job.started_at is not None:
+            self.metrics.job_seconds.observe(time.time() - job.started_at)
+        retention.job_done(self.settings, job.id)
+        if webhook:
+            self.on_finished(job.id)

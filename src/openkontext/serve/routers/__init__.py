@@ -1,2 +1,2 @@
-"""One router per resource: jobs (submit, poll, cancel), results (signed downloads), system
-(health, metrics)."""
+"""One router per resource: jobs (submit, poll, cancel), results (signed downloads), usage
+(per API key), system (health, metrics)."""

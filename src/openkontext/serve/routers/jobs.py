@@ -16,9 +16,9 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
 from openkontext.files import atomic_write
-from openkontext.serve import urls
+from openkontext.serve import retention, urls
 from openkontext.serve.deps import KeyHash, Services, ServicesDep
-from openkontext.serve.inputs import FieldError, read_image
+from openkontext.serve.inputs import FieldError, megapixels, read_image
 from openkontext.serve.netguard import Refused, check_url
 from openkontext.serve.schemas import (
     CancelResponse,
@@ -29,7 +29,6 @@ from openkontext.serve.schemas import (
 )
 from openkontext.serve.store import Job, State
 from openkontext.serve.views import not_found_body, result_body
-from openkontext.serve.worker import input_dir
 
 IdempotencyKey = Annotated[
     str | None,
@@ -44,7 +43,8 @@ def build_router(tiers: list[str]) -> APIRouter:
             f"/flux-kontext-{tier}", _submit_route(tier), methods=["POST"],
             response_model=SubmitResponse, summary=f"Submit an edit or generation ({tier})",
             responses={422: {"description": "a field is invalid; the detail names it"},
-                       429: {"description": "the queue is full; see Retry-After"},
+                       429: {"description": "the queue, or the key's share of it, is full; "
+                                             "see Retry-After"},
                        503: {"description": "the model failed to load"}},
         )
     router.add_api_route("/get_result", get_result, methods=["GET"],
@@ -108,20 +108,48 @@ def _submit(tier: str, body: KontextRequest, request: Request, services: Service
     # 4. A model to run it, capacity, then the images (which may be fetched).
     if services.worker.load_error:
         raise HTTPException(503, f"the model failed to load: {services.worker.load_error}")
+    _admit(services, key_hash)
+    read = [read_image(field, value, s) for field, value in body.images()]
+    kontext = services.worker.kontext
+    job.params["input_mp"], job.params["output_mp"] = megapixels(
+        kontext.model.preset if kontext else None, [size for _, size in read], body
+    )
+    return _enqueue(job, services, base, fingerprint, [data for data, _ in read])
+
+
+def _admit(services: Services, key_hash: str) -> None:
+    """429 with Retry-After when the queue is full, or the key has its limit of jobs queued
+    or running."""
+    s, store = services.settings, services.store
     depth = store.queue_depth()
     if depth >= s.queue_max_size:
         raise HTTPException(429, f"the queue is full ({depth} jobs); retry later",
                             headers={"Retry-After": str(_retry_after(services, depth))})
-    inputs = [read_image(field, value, s) for field, value in body.images()]
-    return _enqueue(job, services, base, fingerprint, inputs)
+    if s.max_jobs_per_key is not None:
+        mine = store.queue_depth(key_hash)
+        if mine >= s.max_jobs_per_key:
+            raise HTTPException(
+                429, f"this API key has {mine} jobs queued or running, its limit is "
+                f"{s.max_jobs_per_key}; retry later",
+                headers={"Retry-After": str(_retry_after(services, depth))},
+            )
 
 
 def _enqueue(job: Job, services: Services, base: str, fingerprint: str,
              inputs: list[bytes]) -> SubmitResponse:
-    folder = input_dir(services.settings, job.id)
+    folder = retention.input_dir(services.settings, job.id)
     for i, data in enumerate(inputs):
         atomic_write(folder / f"{i}.img", data)
-    stored, created = services.store.add(job)
+    try:
+        # Checked again with the insert under one lock, so parallel submissions cannot all
+        # take the last place.
+        with services.admission:
+            if job.state == State.QUEUED:
+                _admit(services, job.api_key_hash)
+            stored, created = services.store.add(job)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     if not created:  # lost a race on the same Idempotency-Key
         shutil.rmtree(folder, ignore_errors=True)
         return _same_job(stored, fingerprint, base)
@@ -129,13 +157,19 @@ def _enqueue(job: Job, services: Services, base: str, fingerprint: str,
         services.worker.wake()
     elif stored.webhook_state == "pending":
         services.webhooks.submit(stored.id)
-    return SubmitResponse(id=stored.id, polling_url=urls.polling_url(base, stored.id))
+    return _response(stored, base)
+
+
+def _response(job: Job, base: str) -> SubmitResponse:
+    return SubmitResponse(id=job.id, polling_url=urls.polling_url(base, job.id),
+                          input_mp=job.params.get("input_mp"),
+                          output_mp=job.params.get("output_mp"))
 
 
 def _same_job(job: Job, fingerprint: str, base: str) -> SubmitResponse:
     if job.fingerprint != fingerprint:
         raise HTTPException(409, "this Idempotency-Key was used for a different request")
-    return SubmitResponse(id=job.id, polling_url=urls.polling_url(base, job.id))
+    return _response(job, base)
 
 
 def _retry_after(services: Services, depth: int) -> int:
@@ -145,8 +179,11 @@ def _retry_after(services: Services, depth: int) -> int:
 
 
 def _owned(services: Services, job_id: str, key_hash: str) -> Job | None:
+    """The job, if it is the caller's and has not expired."""
     job = services.store.get(job_id)
-    return job if job is not None and job.api_key_hash == key_hash else None
+    if job is None or job.api_key_hash != key_hash or retention.expired(job, services.settings):
+        return None
+    return job
 
 
 def get_result(
@@ -163,6 +200,8 @@ def cancel(services: ServicesDep, key_hash: KeyHash, id: Annotated[str, Query()]
         body = CancelResponse(id=id, cancelled=False, status=Status.NOT_FOUND)
         return JSONResponse(body.model_dump(), status_code=404)
     state = services.store.request_cancel(id)
+    if state == State.CANCELLED:
+        retention.job_done(services.settings, id)
     cancelled = state == State.CANCELLED or (
         state == State.RUNNING and services.store.cancel_requested(id)
     )

@@ -1,0 +1,244 @@
+"""Load test of the HTTP service, next to direct pipeline calls measured in the same run.
+
+1. Starts `openkontext serve`'s app in a child process on 127.0.0.1 (a free port; SQLite in a
+   temporary data dir) with the random-weight mini model, or with `--weights` (a path, or
+   `embedded` for the shipped mini model).
+2. Sequential phase: one client submits an edit, polls its polling_url every --poll seconds
+   and downloads the sample; repeated. The mean of these latencies minus the direct time below
+   is the API's overhead per request (HTTP, JSON, base64, store, worker hand-off, PNG encode
+   and write, polling granularity, download).
+3. Load phase: --concurrency clients do the same in a loop; sustained edits/s = edits
+   completed / wall time of the phase, with p50/p99 latency. The server's worker may batch
+   compatible queued edits (max_batch_images); the mean batch size is read from /metrics.
+4. Stops the server, then times `Kontext.run` in this process on the same inputs, one edit at
+   a time: the direct cost of an edit with no API around it.
+
+Every phase is bounded by a request count and a time limit, so the script ends by itself.
+Everything stays on the loopback interface. Run it nice'd next to other work, with
+OMP_NUM_THREADS=1 (both the server and the direct calls then use one torch thread).
+
+Usage: python benchmarks/load_serve.py [--concurrency 4] [--duration 40] [--requests 300]
+           [--sequential 15] [--direct 15] [--steps 16] [--size 64] [--poll 0.05]
+           [--max-batch-images 4] [--weights PATH|embedded]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import torch
+from PIL import Image
+
+
+def make_kontext(weights: str | None):
+    from openkontext.pipeline import Kontext, LoadedModel
+
+    if weights is None:
+        return Kontext(LoadedModel.random("mini", seed=0))
+    return Kontext.load(None if weights == "embedded" else weights, device="cpu")
+
+
+def input_png(size: int) -> bytes:
+    img = Image.new("RGB", (size, size), (200, 40, 40))
+    img.paste((20, 20, 220), (size // 4, size // 4, size // 2, size // 2))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+# -- the server, in a child process -------------------------------------------------------------
+
+
+def serve(data_dir: str, weights: str | None, max_batch_images: int) -> None:
+    """Child process: run the app on 127.0.0.1 and print the URL once it listens."""
+    import threading
+
+    import uvicorn
+
+    from openkontext.serve.app import create_app
+    from openkontext.serve.settings import ServeSettings
+
+    torch.set_num_threads(1)
+    settings = ServeSettings(data_dir=data_dir, queue_max_size=1000,
+                             max_batch_images=max_batch_images)
+    app = create_app(settings, lambda: make_kontext(weights))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+
+    def announce() -> None:
+        while not server.started:
+            time.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        print(f"listening on http://127.0.0.1:{port}", flush=True)
+
+    threading.Thread(target=announce, daemon=True).start()
+    server.run()
+
+
+def start_server(args, data_dir: str) -> tuple[subprocess.Popen, str]:
+    cmd = [sys.executable, __file__, "--serve-dir", data_dir,
+           "--max-batch-images", str(args.max_batch_images)]
+    if args.weights:
+        cmd += ["--weights", args.weights]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if not line.startswith("listening on "):
+        proc.kill()
+        raise SystemExit(f"the server did not start: {line!r}")
+    return proc, line.split()[-1]
+
+
+# -- the client ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    latencies: list[float] = field(default_factory=list)
+    failures: int = 0
+    wall: float = 0.0
+
+
+async def one_edit(client: httpx.AsyncClient, body: dict, poll: float, timeout: float) -> float:
+    """Submit, poll until Ready, download: -> seconds. Raises on any other outcome."""
+    started = time.perf_counter()
+    r = await client.post("/v1/flux-kontext-pro", json=body)
+    r.raise_for_status()
+    polling_url = r.json()["polling_url"]
+    while True:
+        result = (await client.get(polling_url)).json()
+        if result["status"] == "Ready":
+            break
+        if result["status"] != "Pending" or time.perf_counter() - started > timeout:
+            raise RuntimeError(f"job ended as {result['status']}: {result.get('details')}")
+        await asyncio.sleep(poll)
+    image = await client.get(result["result"]["sample"])
+    image.raise_for_status()
+    return time.perf_counter() - started
+
+
+async def run_phase(url: str, body: dict, concurrency: int, requests: int, duration: float,
+                    poll: float) -> Phase:
+    phase, issued = Phase(), 0
+    deadline = time.perf_counter() + duration
+    limits = httpx.Limits(max_connections=concurrency + 2)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits,
+                                 trust_env=False) as client:
+
+        async def loop(worker: int) -> None:
+            nonlocal issued
+            while issued < requests and time.perf_counter() < deadline:
+                issued += 1
+                try:
+                    seconds = await one_edit(client, {**body, "seed": issued}, poll,
+                                             timeout=max(5.0, deadline - time.perf_counter()))
+                    phase.latencies.append(seconds)
+                except (httpx.HTTPError, RuntimeError) as e:
+                    phase.failures += 1
+                    print(f"  client {worker}: {e}", file=sys.stderr)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(loop(i) for i in range(concurrency)))
+        phase.wall = time.perf_counter() - started
+    return phase
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def batch_totals(url: str) -> tuple[float, float]:
+    """(jobs, batches) the server has run so far, from its batch-size histogram."""
+    text = httpx.get(f"{url}/metrics", trust_env=False).text
+    total = re.search(r"^openkontext_batch_size_sum (\S+)$", text, re.M)
+    count = re.search(r"^openkontext_batch_size_count (\S+)$", text, re.M)
+    return float(total.group(1)), float(count.group(1))
+
+
+# -- the whole run ------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--duration", type=float, default=40.0, help="load phase limit, s")
+    parser.add_argument("--requests", type=int, default=300, help="load phase limit, edits")
+    parser.add_argument("--sequential", type=int, default=15, help="edits one at a time")
+    parser.add_argument("--direct", type=int, default=15, help="direct Kontext.run calls")
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--size", type=int, default=64, help="input side, px")
+    parser.add_argument("--poll", type=float, default=0.05, help="seconds between polls")
+    parser.add_argument("--max-batch-images", type=int, default=4)
+    parser.add_argument("--weights", default=None, help="a path, or 'embedded'")
+    parser.add_argument("--serve-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_dir:
+        serve(args.serve_dir, args.weights, args.max_batch_images)
+        return
+    torch.set_num_threads(1)
+    png = input_png(args.size)
+    body = {"prompt": "make the square green", "steps": args.steps,
+            "input_image": base64.b64encode(png).decode("ascii")}
+    load_start = os.getloadavg()[0]
+    # 1-3. Through the API.
+    with tempfile.TemporaryDirectory(prefix="load-serve-") as data_dir:
+        proc, url = start_server(args, data_dir)
+        try:
+            asyncio.run(run_phase(url, body, 1, 2, 60, args.poll))  # warm-up
+            seq = asyncio.run(run_phase(url, body, 1, args.sequential, args.duration,
+                                        args.poll))
+            jobs_before, batches_before = batch_totals(url)
+            load = asyncio.run(run_phase(url, body, args.concurrency, args.requests,
+                                         args.duration, args.poll))
+            jobs_after, batches_after = batch_totals(url)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    # 4. Direct pipeline calls on the same inputs, with the server gone.
+    from openkontext.pipeline import Settings
+
+    kontext = make_kontext(args.weights)
+    kontext.run(body["prompt"], [png], Settings(seed=0, steps=args.steps))  # warm-up
+    direct = []
+    for i in range(args.direct):
+        started = time.perf_counter()
+        kontext.run(body["prompt"], [png], Settings(seed=i, steps=args.steps))
+        direct.append(time.perf_counter() - started)
+    # Report.
+    d = statistics.mean(direct)
+    s = statistics.mean(seq.latencies)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); model "
+          f"{kontext.model.preset.name} ({'random' if not args.weights else args.weights}); "
+          f"{args.size}x{args.size} input, {args.steps} steps; load average "
+          f"{load_start:.1f} -> {os.getloadavg()[0]:.1f}")
+    print(f"direct Kontext.run      : {d * 1000:7.1f} ms/edit (mean of {len(direct)}), "
+          f"{1 / d:5.2f} edits/s")
+    print(f"API, one at a time      : {s * 1000:7.1f} ms/edit mean, p50 "
+          f"{percentile(seq.latencies, 50) * 1000:.1f} ms (n={len(seq.latencies)})")
+    print(f"API overhead per request: {(s - d) * 1000:7.1f} ms ({(s - d) / d * 100:.0f}% of "
+          f"the direct edit; polls every {args.poll * 1000:.0f} ms)")
+    rate = len(load.latencies) / load.wall if load.wall else 0.0
+    batches = batches_after - batches_before
+    batch = (jobs_after - jobs_before) / batches if batches else 0.0
+    print(f"API, {args.concurrency} concurrent clients: {rate:5.2f} edits/s sustained over "
+          f"{load.wall:.1f} s (n={len(load.latencies)}, failures {load.failures}); latency "
+          f"p50 {percentile(load.latencies, 50) * 1000:.0f} ms, p99 "
+          f"{percentile(load.latencies, 99) * 1000:.0f} ms; mean batch {batch:.2f} jobs "
+          f"(max_batch_images {args.max_batch_images})")
+
+
+if __name__ == "__main__":
+    main()
