@@ -26,8 +26,7 @@ from openkontext.eval.dataset import Case, DatasetError, Picture, load_cases
 from openkontext.eval.metrics import TurnScore, score_turn
 from openkontext.eval.report import CaseResult, Report
 from openkontext.files import atomic_write
-from openkontext.pipeline import Kontext, run_tensors
-from openkontext.preserve import paste_back
+from openkontext.pipeline import Kontext, Settings
 from openkontext.resolution import resolve_size
 
 MAX_BATCH_PIXELS = 32 * 64 * 64  # default batch: 32 images at 64 px, 2 at 181 px, 1 at 1024 px
@@ -44,29 +43,13 @@ def run_batch(
     guidance: float,
     preserve: bool = True,
 ) -> list[np.ndarray]:
-    """One output (H, W, 3) uint8 per prompt: edits of `inputs` (all one size, one per prompt)
-    or, with inputs None, generations at the model's native size."""
-    preset = kontext.model.preset
-    seeds = [seed] * len(prompts)
-    if not inputs:
-        width, height = resolve_size(preset)
-        out = run_tensors(kontext.model, prompts, seeds, height, width, steps, guidance)
-        return list(imaging.tensor_to_uint8(out))
-    # 1. The output size, and every input resized to it, as Kontext.run does for one image.
-    sizes = {resolve_size(preset, (a.shape[1], a.shape[0])) for a in inputs}
-    if len(sizes) != 1:
-        raise ValueError(f"a batch needs inputs of one output size, got {sorted(sizes)}")
-    width, height = sizes.pop()
-    refs = [imaging.image_to_array(imaging.resize_image(Image.fromarray(a, "RGB"),
-                                                        (width, height))) for a in inputs]
-    # 2. One batch with one reference per prompt.
-    x = imaging.image_to_tensor(refs, kontext.model.dtype)
-    out = run_tensors(kontext.model, prompts, seeds, height, width, steps, guidance, [x])
-    arrays = list(imaging.tensor_to_uint8(out))
-    # 3. Paste back the pixels the edit did not change.
-    if preserve:
-        arrays = [paste_back(r, a)[0] for r, a in zip(refs, arrays, strict=True)]
-    return arrays
+    """One output (H, W, 3) uint8 per prompt: edits of `inputs` (one per prompt, all of one
+    output size) or, with inputs None, generations at the model's native size. Runs as one
+    batch through `Kontext.run_many`, so every case is prepared exactly as `Kontext.run` would."""
+    settings = Settings(seed=seed, steps=steps, guidance=guidance, preserve=preserve)
+    images = [[Image.fromarray(a, "RGB")] for a in inputs] if inputs else [[] for _ in prompts]
+    results = kontext.run_many([(p, i, settings) for p, i in zip(prompts, images, strict=True)])
+    return [np.asarray(r.images[0]) for r in results]
 
 
 def _load(case: Case, picture: Picture, field: str) -> np.ndarray:
