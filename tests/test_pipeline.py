@@ -155,3 +155,15 @@ def test_run_many_refuses_requests_that_cannot_share_a_batch(kontext, scene_png)
         )
     plan = kontext.plan("x", [scene_png], Settings(steps=1))
     assert plan.batch_key == kontext.plan("y", [scene_png], Settings(steps=1)).batch_key
+
+
+def test_cpu_offload_gives_the_same_bytes_and_leaves_weights_on_the_cpu(scene_png):
+    import dataclasses
+
+    base = LoadedModel.random("mini", seed=0)
+    plain = Kontext(base).edit(scene_png, "make the circle blue", seed=2, steps=2)
+    offloaded = Kontext(dataclasses.replace(base, offload=True))
+    out = offloaded.edit(scene_png, "make the circle blue", seed=2, steps=2)
+    assert out.encode("png") == plain.encode("png")
+    for part in (base.flux, base.ae, base.text):
+        assert {p.device.type for p in part.parameters()} == {"cpu"}

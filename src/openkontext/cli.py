@@ -49,6 +49,7 @@ Weights = Annotated[
 ]
 Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default: best)")]
 Dtype = Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (default: fp32 on CPU)")]
+Offload = Annotated[bool, typer.Option(help="weights stay on the CPU; one part at a time on the GPU")]
 Seed = Annotated[int | None, typer.Option(help="same seed + inputs + settings = same bytes")]
 Steps = Annotated[int | None, typer.Option(help="denoising steps 1..50 (default: model's)")]
 Guidance = Annotated[float | None, typer.Option(help="distilled guidance 1..20")]
@@ -113,11 +114,11 @@ def _progress(label: str, quiet: bool = False) -> Iterator[Callable[[int, int], 
         yield lambda i, n: bar.update(task, completed=i, total=n)
 
 
-def _load(weights, device, dtype):
+def _load(weights, device, dtype, offload: bool = False):
     from openkontext.pipeline import Kontext
 
     with err.status("loading model"):
-        return Kontext.load(weights, device=device, dtype=dtype)
+        return Kontext.load(weights, device=device, dtype=dtype, offload=offload)
 
 
 def _write_outputs(result, output: Path, fmt: str, quality: int) -> list[Path]:
@@ -185,6 +186,7 @@ def edit(
     weights: Weights = None,
     device: Device = None,
     dtype: Dtype = None,
+    offload: Offload = False,
     as_json: AsJson = False,
 ) -> None:
     """Edit IMAGE following INSTRUCTION."""
@@ -194,7 +196,7 @@ def edit(
         settings = Settings(
             seed, steps, guidance, aspect_ratio, width, height, num_images, style, preserve
         )
-        kontext = _load(weights, device, dtype)
+        kontext = _load(weights, device, dtype, offload)
         result = _run(
             kontext, instruction, [image, *(reference or [])], settings, "editing", as_json
         )
@@ -219,6 +221,7 @@ def generate(
     weights: Weights = None,
     device: Device = None,
     dtype: Dtype = None,
+    offload: Offload = False,
     as_json: AsJson = False,
 ) -> None:
     """Generate an image from PROMPT alone."""
@@ -226,7 +229,7 @@ def generate(
 
     with _errors():
         settings = Settings(seed, steps, guidance, aspect_ratio, width, height, num_images, style)
-        kontext = _load(weights, device, dtype)
+        kontext = _load(weights, device, dtype, offload)
         result = _run(kontext, prompt, [], settings, "generating", as_json)
         out = output or Path(f"generated-{result.seeds[0]}.{fmt}")
         _report(result, _write_outputs(result, out, fmt, quality), as_json)

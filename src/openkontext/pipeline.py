@@ -9,10 +9,12 @@ settings, picks the size, runs the core as one batch and pastes back unedited pi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import secrets
 import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -43,10 +45,27 @@ class LoadedModel:
     text: TextEncoder
     device: torch.device
     dtype: torch.dtype
+    offload: bool = False  # keep weights on the CPU; move each part to `device` while it runs
 
     @property
     def z_channels(self) -> int:
         return self.ae.params.z_channels
+
+    @contextmanager
+    def using(self, part):
+        """`part` (transformer, autoencoder or text encoder) on `device` for the duration; with
+        offload on, moved there on entry and back to the CPU on exit, so a low-memory GPU
+        holds one part at a time."""
+        if not self.offload:
+            yield part
+            return
+        part.to(self.device)
+        try:
+            yield part
+        finally:
+            part.to("cpu")
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
 
     @classmethod
     def random(cls, preset: str | ModelPreset = "mini", seed: int = 0) -> LoadedModel:
@@ -87,7 +106,8 @@ def initial_noise(
 def encode_references(model: LoadedModel, images: list[Tensor]) -> References:
     """images: one (B or 1, 3, H_k, W_k) tensor in [-1, 1] per reference, encoded one at a time
     (peak memory of one image) -> packed reference tokens with indices 1..n."""
-    latents = [model.ae.encode(x.to(model.device, model.dtype)) for x in images]
+    with model.using(model.ae) as ae:
+        latents = [ae.encode(x.to(model.device, model.dtype)) for x in images]
     return References.from_latents(latents)
 
 
@@ -109,19 +129,20 @@ def sample_latents(
     timesteps = flow.get_schedule(steps, img.shape[1])
     if not model.flux.params.guidance_embed:
         guidance = None
-    out = flow.denoise(
-        model.flux,
-        img,
-        image_ids(batch, h, w, device=noise.device).to(noise.dtype),
-        txt.to(noise.dtype),
-        text_ids(batch, txt.shape[1], device=noise.device).to(noise.dtype),
-        vec.to(noise.dtype),
-        timesteps,
-        guidance=guidance,
-        refs=refs,
-        on_step=on_step,
-        cancelled=cancelled,
-    )
+    with model.using(model.flux) as flux:
+        out = flow.denoise(
+            flux,
+            img,
+            image_ids(batch, h, w, device=noise.device).to(noise.dtype),
+            txt.to(noise.dtype),
+            text_ids(batch, txt.shape[1], device=noise.device).to(noise.dtype),
+            vec.to(noise.dtype),
+            timesteps,
+            guidance=guidance,
+            refs=refs,
+            on_step=on_step,
+            cancelled=cancelled,
+        )
     return unpack(out, h, w)
 
 
@@ -146,14 +167,16 @@ def run_tensors(
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     # 1. Text.
-    txt, vec = model.text.encode(prompts)
+    with model.using(model.text) as text:
+        txt, vec = text.encode(prompts)
     # 2. References, encoded one at a time.
     refs = encode_references(model, references) if references else None
     # 3. Denoise from seeded noise.
     noise = initial_noise(seeds, model.z_channels, height, width, model.device, model.dtype)
     z = sample_latents(model, txt, vec, noise, steps, guidance, refs, on_step, cancelled)
     # 4. Decode.
-    return model.ae.decode(z).float().clamp(-1, 1)
+    with model.using(model.ae) as ae:
+        return ae.decode(z).float().clamp(-1, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,18 +327,22 @@ class Kontext:
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
         text_encoders: str | Path | None = None,
+        offload: bool = False,
         **kwargs,
     ) -> Kontext:
         """The embedded mini model (weights=None), a mini export folder, or real FLUX.1 Kontext
         weights (BFL file/folder or diffusers folder; `text_encoders` points at a folder with
-        text_encoder/ and text_encoder_2/ when the weights do not include them)."""
+        text_encoder/ and text_encoder_2/ when the weights do not include them). `offload`
+        keeps the weights in CPU memory and moves one part at a time to the device."""
         from openkontext import weights as weights_module
 
         dev = choose_device(device)
-        return cls(
-            weights_module.load_model(weights, dev, choose_dtype(dev, dtype), text_encoders),
-            **kwargs,
-        )
+        dtype = choose_dtype(dev, dtype)
+        if not offload:
+            return cls(weights_module.load_model(weights, dev, dtype, text_encoders), **kwargs)
+        # CPU offload: load onto the CPU; each part visits `dev` only while it runs.
+        model = weights_module.load_model(weights, "cpu", dtype, text_encoders)
+        return cls(dataclasses.replace(model, device=dev, offload=True), **kwargs)
 
     # -- front doors ---------------------------------------------------------------------------
 

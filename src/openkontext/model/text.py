@@ -132,6 +132,13 @@ class HFTextEncoders:
         self.t5.to(self.device).eval().requires_grad_(False)
         self.clip.to(self.device).eval().requires_grad_(False)
 
+    def to(self, device: str | torch.device) -> HFTextEncoders:
+        """Move both encoders (used by CPU offload)."""
+        self.device = torch.device(device)
+        self.t5.to(self.device)
+        self.clip.to(self.device)
+        return self
+
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
         t5_ids = self.t5_tokenizer(
