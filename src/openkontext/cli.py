@@ -49,7 +49,9 @@ Weights = Annotated[
 ]
 Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default: best)")]
 Dtype = Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (default: fp32 on CPU)")]
-Offload = Annotated[bool, typer.Option(help="weights stay on the CPU; one part at a time on the GPU")]
+Offload = Annotated[
+    bool, typer.Option(help="weights stay on the CPU; one part at a time on the GPU")
+]
 Seed = Annotated[int | None, typer.Option(help="same seed + inputs + settings = same bytes")]
 Steps = Annotated[int | None, typer.Option(help="denoising steps 1..50 (default: model's)")]
 Guidance = Annotated[float | None, typer.Option(help="distilled guidance 1..20")]
