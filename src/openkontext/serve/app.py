@@ -28,6 +28,7 @@ from openkontext.serve.moderation import (
 from openkontext.serve.routers import jobs, results, system, usage
 from openkontext.serve.settings import ServeSettings, load_settings
 from openkontext.serve.store import JobStore
+from openkontext.serve.upsampling import OpenAIChatUpsampler
 from openkontext.serve.views import result_body
 from openkontext.serve.webhooks import Webhooks
 from openkontext.serve.worker import Worker
@@ -57,6 +58,10 @@ def create_app(
         image_classifier=image_classifier or load_plugin(s.image_classifier),
     )
     upsampler = prompt_upsampler or load_plugin(s.prompt_upsampler)
+    if upsampler is None and s.upsampler_url and s.upsampler_model:
+        upsampler = OpenAIChatUpsampler(s.upsampler_url, s.upsampler_model,
+                                        api_key=s.upsampler_api_key,
+                                        timeout=s.upsampler_timeout_seconds)
     worker.prompt_upsampler = upsampler
     services = Services(s, store, worker, webhooks, metrics, text_policy or TextPolicy(),
                         upsampler)

@@ -89,6 +89,12 @@ class ServeSettings(BaseSettings):
     # Plug-ins, as 'module:attribute' import paths (see moderation.py).
     image_classifier: str | None = None
     prompt_upsampler: str | None = None
+    # Built-in prompt upsampler: an OpenAI-compatible chat endpoint (see upsampling.py), used
+    # when url and model are set and no `prompt_upsampler` plug-in is.
+    upsampler_url: str | None = None  # the API root, e.g. http://127.0.0.1:8080/v1
+    upsampler_model: str | None = None
+    upsampler_api_key: str | None = None
+    upsampler_timeout_seconds: float = Field(default=20.0, gt=0)
 
     @classmethod
     def settings_customise_sources(

@@ -32,6 +32,7 @@ from openkontext.serve.metrics import Metrics
 from openkontext.serve.moderation import ImageClassifier, PromptUpsampler
 from openkontext.serve.settings import ServeSettings
 from openkontext.serve.store import Job, JobStore, State
+from openkontext.serve.upsampling import UpsamplingError
 from openkontext.serve.usage import Usage
 
 log = logging.getLogger("openkontext.serve.worker")
@@ -198,7 +199,7 @@ class Worker:
                 prompt = self.prompt_upsampler(prompt, images)
             settings = self._run_settings(job)
             key = self.kontext.plan(prompt, images, settings).batch_key
-        except (ValueError, ImageError) as e:  # includes SizeError: a request we cannot do
+        except (ValueError, ImageError, UpsamplingError) as e:  # SizeError too: cannot do it
             self._finish(job, (State.ERROR, None, {"error": str(e)}), 0.0)
             return None
         except Exception as e:
