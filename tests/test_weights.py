@@ -324,10 +324,14 @@ def test_load_model_from_a_diffusers_folder_runs_an_edit(tmp_path, flux_model, a
     assert not torch.equal(images, other_prompt)  # the text encoders are wired in
 
 
-def test_load_model_random_and_missing(tmp_path):
+def test_load_model_random_embedded_and_missing(tmp_path, monkeypatch):
+    import openkontext.weights as weights_module
+
     model = load_model("random", dtype=torch.bfloat16)
     assert model.preset.name == "mini" and model.dtype == torch.bfloat16
     assert {p.dtype for p in model.flux.parameters()} == {torch.bfloat16}
+    assert load_model(None).preset.name == "mini"  # the shipped export
+    monkeypatch.setattr(weights_module, "EMBEDDED_DIR", tmp_path)
     with pytest.raises(WeightsError, match="no embedded mini weights"):
         load_model(None)
     with pytest.raises(WeightsError, match="nope: no such file"):
