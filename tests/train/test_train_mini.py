@@ -59,3 +59,22 @@ def test_export_loads_as_weights(run, tmp_path):
     assert model.preset.name == "mini"
     info = json.loads((tmp_path / "mini.json").read_text())["info"]
     assert info["ae_steps"] == 2 and info["transformer_steps"] >= 2
+
+
+def test_training_continues_from_an_export_on_a_fresh_machine(run, tmp_path):
+    out, _, _ = run
+    export_dir, fresh = tmp_path / "export", tmp_path / "fresh"
+    assert CliRunner().invoke(app, ["train", "export", "--run", str(out), "--out",
+                                    str(export_dir)]).exit_code == 0
+    from openkontext.train.cli import seed_run_from_export
+
+    seed_run_from_export(export_dir, fresh)
+    exported = load_model(export_dir)
+    ae = train_autoencoder(exported.ae.params, fresh, AETrainConfig(steps=1))  # finished: loads
+    assert torch.equal(ae.decoder.conv_out.weight, exported.ae.decoder.conv_out.weight)
+    step = torch.load(fresh / "flux.pt", weights_only=False)["step"]
+    cfg = FlowTrainConfig(steps=step + 1, edit_batch=2, generation_batch=0, eval_every=100)
+    stepper = train_transformer(exported.preset, ae, fresh, cfg)
+    assert stepper.step == step + 1
+    with pytest.raises(Exception, match="already holds a run"):
+        seed_run_from_export(export_dir, fresh)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +23,10 @@ def train_mini(
         int, typer.Option(help="transformer steps (total, including resumed)")
     ] = 40_000,
     threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default)")] = 0,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(help="start an empty run folder from a mini export (e.g. the shipped one)"),
+    ] = None,
 ) -> None:
     """Train the autoencoder (stage 1), then the transformer and text encoder (stage 2)."""
     import torch
@@ -34,6 +39,8 @@ def train_mini(
         torch.set_num_threads(threads)
     preset = get_preset("mini")
     out.mkdir(parents=True, exist_ok=True)
+    if init_from is not None:
+        seed_run_from_export(init_from, out)
     ae = train_autoencoder(preset.ae, out, AETrainConfig(steps=ae_steps, batch_size=16), resume)
     typer.echo(f"autoencoder ready: scale {ae.params.scale_factor} shift {ae.params.shift_factor}")
     preset = dataclasses.replace(preset, ae=ae.params)
@@ -70,3 +77,44 @@ def export(
     info = {"ae_steps": ae_state["step"], "transformer_steps": flux_state["step"]}
     folder = save_mini(out or EMBEDDED_DIR, preset, flux, ae, text, info=info)
     typer.echo(f"exported {folder} ({info})")
+
+
+def seed_run_from_export(export_dir: Path, out: Path) -> None:
+    """Write run checkpoints (ae.pt, flux.pt) holding a mini export's weights, so that training
+    continues from them on a machine that has no run folder. Optimiser state starts fresh; the
+    export's EMA weights become both the live and the EMA weights."""
+    import torch
+
+    from openkontext.train.common import atomic_torch_save
+    from openkontext.weights import load_mini
+
+    if (out / "ae.pt").exists() or (out / "flux.pt").exists():
+        raise typer.BadParameter(f"{out} already holds a run; --init-from needs an empty folder")
+    model = load_mini(export_dir)
+    info = json.loads((Path(export_dir) / "mini.json").read_text()).get("info", {})
+    fresh = torch.optim.AdamW(model.ae.parameters()).state_dict()
+    atomic_torch_save(
+        {
+            "params": model.ae.params.to_dict(),
+            "model": model.ae.state_dict(),
+            "optimizer": fresh,
+            "step": info.get("ae_steps", 0),
+            "done": True,
+            "config": {"init_from": str(export_dir)},
+        },
+        out / "ae.pt",
+    )
+    params = list(model.flux.parameters()) + list(model.text.parameters())
+    atomic_torch_save(
+        {
+            "step": info.get("transformer_steps", 0),
+            "flux": model.flux.state_dict(),
+            "text": model.text.state_dict(),
+            "ema_flux": model.flux.state_dict(),
+            "ema_text": model.text.state_dict(),
+            "optimizer": torch.optim.AdamW(params).state_dict(),
+            "preset": "mini",
+            "config": {"init_from": str(export_dir)},
+        },
+        out / "flux.pt",
+    )
