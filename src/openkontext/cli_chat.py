@@ -76,6 +76,7 @@ def run_chat(
 
 def run_demo(kontext, out: Path, seed: int, console: Console, progress) -> None:
     """Render a Shapes World scene, edit it with the model, and write before/after/target."""
+    from openkontext.eval.metrics import psnr
     from openkontext.imaging import encode_image
     from openkontext.world.render import to_pil
     from openkontext.world.sampling import sample_edit
@@ -89,13 +90,12 @@ def run_demo(kontext, out: Path, seed: int, console: Console, progress) -> None:
     paths = {}
     for name, image in (("before", before), ("after", after), ("target", target)):
         paths[name] = atomic_write(out / f"{name}.png", encode_image(to_pil(image), "png"))
-    psnr = _psnr(after, target)
-    identity = _psnr(before, target)
+    psnr_after, identity = psnr(after, target), psnr(before, target)
     console.print(f'instruction: "{sample.instruction}"')
     for name, path in paths.items():
         console.print(f"{name:7} {path}")
     console.print(
-        f"PSNR to ground truth {psnr:.1f} dB (returning the input: {identity:.1f} dB); "
+        f"PSNR to ground truth {psnr_after:.1f} dB (returning the input: {identity:.1f} dB); "
         f"{result.seconds:.2f} s on {kontext.model.device}"
     )
 
@@ -104,8 +104,3 @@ def _settings(seed: int):
     from openkontext.pipeline import Settings
 
     return Settings(seed=seed)
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)

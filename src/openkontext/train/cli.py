@@ -57,8 +57,6 @@ def export(
 ) -> None:
     """Export the EMA weights of a run (autoencoder + transformer + text encoder) as a mini
     export: fp16 safetensors plus a config JSON, loadable with --weights or as the default."""
-    import dataclasses
-
     import torch
 
     from openkontext.model import AutoEncoder, AutoEncoderParams, ByteTextEncoder, Flux, get_preset

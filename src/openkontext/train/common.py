@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
+
+from openkontext.files import atomic_write
 
 
 class EMA:
@@ -35,16 +36,10 @@ class EMA:
 
 
 def atomic_torch_save(obj: object, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """torch.save through `files.atomic_write`: never a half-written checkpoint."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write(path, buf.getvalue())
 
 
 class JsonlLog:
