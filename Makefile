@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	# Test-only: the hosted API's own client, run unchanged against our server. It pins an old
 	# Pillow it does not need, hence --no-deps (its one other need, requests, is already in).
 	$(BIN)/pip install --quiet --no-deps blackforest==0.1.3
+	# Only for its 320n.onnx (the image classifier's weights): --no-deps skips OpenCV, never imported.
+	$(BIN)/pip install --quiet --no-deps nudenet==3.4.2
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -107,6 +107,12 @@ def serve(tmp_path, mini_model) -> Iterator[Callable[..., Live]]:
 
     def make(kontext: Kontext | None = None, image_classifier=None, prompt_upsampler=None,
              **overrides) -> Live:
+        # Servers run without the NudeNet classifier unless a test asks for it (it costs
+        # ~0.25 s a start and ~40 ms a job; its own tests are in test_serve_classifiers.py).
+        # A string is the setting ("nudenet", "auto", ...); an object is passed to create_app.
+        if isinstance(image_classifier, str):
+            overrides["image_classifier"], image_classifier = image_classifier, None
+        overrides.setdefault("image_classifier", "none")
         settings = ServeSettings(data_dir=tmp_path / f"data{len(running)}", **overrides)
         k = kontext or Kontext(mini_model)
         app = create_app(settings, lambda: k, image_classifier=image_classifier,

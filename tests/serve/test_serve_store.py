@@ -10,7 +10,7 @@ import uuid
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from openkontext.serve.store import Job, JobStore, State
+from openkontext.serve.store import Admission, Job, JobStore, LimitReached, State
 
 PG_URL = os.environ.get("OPENKONTEXT_TEST_POSTGRES",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -135,17 +135,39 @@ def test_usage_accumulates_per_key_in_the_finishing_transaction(store):
     a, b = _job(1.0, owner="k1"), _job(2.0, owner="k1")
     store.add(a)
     store.add(b)
-    assert store.usage("k1") == Usage()
+    assert store.usage("k1").total == Usage()
     store.claim_next()
     store.finish(a.id, State.READY, {"files": ["0.png"]},
                  charge=("k1", Usage(jobs=1, images=2, megapixels=0.5, compute_seconds=1.25)))
     store.finish(b.id, State.ERROR, None, {"error": "x"},
                  charge=("k1", Usage(jobs=1, compute_seconds=0.25)))
-    got = store.usage("k1")
+    got = store.usage("k1").total
     assert (got.jobs, got.images, got.megapixels, got.compute_seconds) == (2, 2, 0.5, 1.5)
-    assert got.since is not None and store.usage("k2") == Usage()
+    assert got.since is not None and store.usage("k2").total == Usage()
     store.delete([a.id, b.id])  # usage outlives the jobs
-    assert store.usage("k1").jobs == 2
+    assert store.usage("k1").total.jobs == 2
+
+
+def test_usage_windows_and_intervals(store):
+    from openkontext.serve.usage import Usage, add_usage
+
+    day = 86_400 * 20_000  # a UTC midnight
+    uses = [(day + 60, 1), (day + 3_600 + 5, 2), (day + 3_600 + 99, 4), (day + 86_400 + 7, 8)]
+    with store.engine.begin() as conn:
+        for when, images in uses:
+            add_usage(conn, store.usage_t, "k", Usage(jobs=1, images=images), now=when)
+    whole = store.usage("k")
+    assert (whole.total.jobs, whole.total.images, whole.total.since) == (4, 15, day + 60)
+    assert whole.start is None and whole.end is None
+    # Whole hours: a window inside the second hour covers all of it.
+    second = store.usage("k", start=day + 3_700, end=day + 3_800)
+    assert (second.total.images, second.start, second.end) == (6, day + 3_600, day + 7_200)
+    assert store.usage("k", start=day + 7_200, end=day + 86_400).total == Usage(0, 0, 0.0, 0.0)
+    hours = store.usage("k", end=day + 86_400, interval="hour").intervals
+    assert [(s - day, u.images) for s, u in hours] == [(0, 1), (3_600, 6)]
+    days = store.usage("k", interval="day").intervals
+    assert [(s - day, u.jobs, u.images) for s, u in days] == [(0, 3, 7), (86_400, 1, 8)]
+    assert days[1][1].since == day + 86_400 + 7
 
 
 def test_batch_helpers(store):
@@ -164,3 +186,50 @@ def test_batch_helpers(store):
     store.finish(jobs[0].id, State.READY)
     assert store.states([jobs[0].id, jobs[1].id, "missing"]) == {
         jobs[0].id: State.READY, jobs[1].id: State.QUEUED}
+
+
+def _add_from_another_process(url: str, table: str, barrier, results, tries: int) -> None:
+    store = JobStore(url, table)
+    barrier.wait(30)
+    accepted = 0
+    for _ in range(tries):
+        try:
+            store.add(_job(time.time(), owner="k"), Admission(queue_max=100, per_key=4))
+            accepted += 1
+        except LimitReached:
+            pass
+    results.put(accepted)
+    store.close()
+
+
+def test_admission_limits_hold_across_processes(store):
+    """Six processes race to add 3 jobs each for one key limited to 4: exactly 4 get in (each
+    process counts and inserts; without the database lock several see room for the last
+    places at once)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    barrier, results = ctx.Barrier(6), ctx.Queue()
+    url = store.engine.url.render_as_string(hide_password=False)
+    procs = [ctx.Process(target=_add_from_another_process,
+                         args=(url, store.t.name, barrier, results, 3)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    accepted = [results.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+    assert sum(accepted) == 4
+    assert store.queue_depth("k") == 4
+
+
+def test_admission_refuses_with_the_reason(store):
+    store.add(_job(1.0, owner="a"), Admission(queue_max=2, per_key=1))
+    with pytest.raises(LimitReached, match="this API key has 1 jobs queued or running, its "
+                       "limit is 1") as refused:
+        store.add(_job(2.0, owner="a"), Admission(queue_max=2, per_key=1))
+    assert refused.value.depth == 1
+    store.add(_job(3.0, owner="b"), Admission(queue_max=2, per_key=1))
+    with pytest.raises(LimitReached, match=r"the queue is full \(2 jobs\)"):
+        store.add(_job(4.0, owner="c"), Admission(queue_max=2))
+    assert store.queue_depth() == 2
+    store.add(_job(5.0, owner="c"))  # no admission: always added (refusals are finished jobs)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
+
 import pytest
 
 from openkontext.serve.settings import hash_key
@@ -13,7 +16,8 @@ def test_anonymous_usage_counts_images_megapixels_and_compute(serve):
     live = serve()
     empty = live.client.get("/v1/usage").json()
     assert empty == {"key": "anonymous", "jobs": 0, "images": 0, "megapixels": 0.0,
-                     "compute_seconds": 0.0, "since": None, "active_jobs": 0, "max_jobs": None}
+                     "compute_seconds": 0.0, "since": None, "start": None, "end": None,
+                     "intervals": None, "active_jobs": 0, "max_jobs": None}
     a = live.wait(live.submit({"prompt": "x", "steps": 1, "num_images": 2,
                                "width": 96, "height": 64}).json()["polling_url"])
     b = live.wait(live.submit({"prompt": "y", "steps": 1,
@@ -59,3 +63,35 @@ def test_submit_reports_input_and_output_megapixels(serve):
     assert impossible["output_mp"] is None  # the job fails and says why
     refused = live.submit({"prompt": "add gore", "safety_tolerance": 0}).json()
     assert refused["input_mp"] is None and refused["output_mp"] is None
+
+
+def test_usage_window_and_daily_breakdown(serve):
+    live = serve()
+    before = time.time()
+    live.wait(live.submit({"prompt": "x", "steps": 1}).json()["polling_url"])
+    today = datetime.fromtimestamp(before, UTC).date().isoformat()
+    body = live.client.get("/v1/usage", params={"start": today, "interval": "day"}).json()
+    midnight = datetime.fromisoformat(today).replace(tzinfo=UTC).timestamp()
+    assert body["start"] == midnight and body["end"] is None and body["images"] == 1
+    assert [(i["start"], i["images"], i["jobs"]) for i in body["intervals"]] == [
+        (midnight, 1, 1)]
+    # A window that ends before the job was run sees nothing.
+    old = live.client.get("/v1/usage", params={"end": str(midnight - 3600)}).json()
+    assert (old["jobs"], old["images"], old["since"]) == (0, 0, None)
+    hourly = live.client.get("/v1/usage", params={"start": str(before), "interval": "hour"})
+    assert [i["images"] for i in hourly.json()["intervals"]] == [1]
+
+
+@pytest.mark.parametrize("params, fragment", [
+    ({"start": "yesterday"}, "start: 'yesterday' is neither Unix seconds nor an ISO 8601"),
+    ({"end": "2026-13-01"}, "end: '2026-13-01'"),
+    ({"start": "2026-11-02", "end": "2026-11-01"}, "start (2026-11-02) must be before end"),
+])
+def test_bad_usage_windows_are_422_naming_the_field(serve, params, fragment):
+    r = serve().client.get("/v1/usage", params=params)
+    assert r.status_code == 422 and fragment in r.json()["detail"]
+
+
+def test_unknown_usage_interval_is_422(serve):
+    r = serve().client.get("/v1/usage", params={"interval": "week"})
+    assert r.status_code == 422 and "interval" in r.text

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from openkontext import __version__
 from openkontext.pipeline import Kontext
+from openkontext.serve.classifiers import load_image_classifier
 from openkontext.serve.deps import Services
 from openkontext.serve.inputs import FieldError
 from openkontext.serve.metrics import Metrics
@@ -49,13 +50,21 @@ def create_app(
         def kontext_factory() -> Kontext:
             return Kontext.load(s.weights, device=s.device, limits=s.image_limits)
 
+    # Before any file is made: a classifier that is configured but cannot load stops start-up.
+    if image_classifier is None:
+        image_classifier, classifier_summary = load_image_classifier(
+            s.image_classifier, s.image_classifier_weights, s.image_classifier_threshold
+        )
+    else:
+        classifier_summary = f"{image_classifier} (passed to create_app)"
+    log.info("image classifier: %s", classifier_summary)
     s.data_dir.mkdir(parents=True, exist_ok=True)
     store = JobStore(s.db_url)
     metrics = Metrics()
     webhooks = Webhooks(s, store, lambda job: result_body(job, job.base_url, s))
     worker = Worker(
         s, store, kontext_factory, metrics, on_finished=webhooks.submit,
-        image_classifier=image_classifier or load_plugin(s.image_classifier),
+        image_classifier=image_classifier,
     )
     upsampler = prompt_upsampler or load_plugin(s.prompt_upsampler)
     if upsampler is None and s.upsampler_url and s.upsampler_model:
@@ -88,6 +97,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.services = services
+    app.state.image_classifier_summary = classifier_summary  # printed by `openkontext serve`
     app.include_router(jobs.build_router(list(s.tiers)))
     app.include_router(results.router)
     app.include_router(usage.router)

@@ -36,6 +36,7 @@ def serve_command(
     import uvicorn
 
     from openkontext.serve.app import create_app
+    from openkontext.serve.classifiers import ClassifierError
 
     try:
         settings = load_settings(config, host=host, port=port, data_dir=data_dir,
@@ -50,8 +51,13 @@ def serve_command(
         typer.echo("no API keys configured: accepting requests without a key and listening on "
                    "127.0.0.1 only (set OPENKONTEXT_API_KEYS to serve other machines)", err=True)
         settings = settings.model_copy(update={"host": "127.0.0.1"})
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                proxy_headers=False, log_level="info")
+    try:
+        app = create_app(settings)
+    except ClassifierError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"image classifier: {app.state.image_classifier_summary}", err=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, proxy_headers=False, log_level="info")
 
 
 def register(app: typer.Typer) -> None:

@@ -3,8 +3,7 @@ dependencies."""
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
@@ -26,7 +25,6 @@ class Services:
     metrics: Metrics
     text_policy: TextPolicy
     prompt_upsampler: PromptUpsampler | None
-    admission: threading.Lock = field(default_factory=threading.Lock)  # capacity check + add
 
 
 def get_services(request: Request) -> Services:

@@ -136,6 +136,14 @@ class CancelResponse(BaseModel):
     status: Status
 
 
+class UsageInterval(BaseModel):
+    start: float = Field(description="Unix time the hour or UTC day starts")
+    jobs: int
+    images: int
+    megapixels: float
+    compute_seconds: float
+
+
 class UsageResponse(BaseModel):
     key: str = Field(description="'anonymous' without keys, else the start of the key's hash")
     jobs: int = Field(description="jobs the worker ran, whatever their outcome")
@@ -143,7 +151,12 @@ class UsageResponse(BaseModel):
     megapixels: float = Field(description="megapixels of those images")
     compute_seconds: float = Field(description="model time; a batch's time is shared by its "
                                    "images")
-    since: float | None = Field(description="Unix time of the first recorded use")
+    since: float | None = Field(description="Unix time of the first recorded use (in the window)")
+    start: float | None = Field(default=None, description="the window asked for, rounded out "
+                                "to whole hours (null: open)")
+    end: float | None = Field(default=None, description="end of the window (exclusive)")
+    intervals: list[UsageInterval] | None = Field(
+        default=None, description="with ?interval=hour|day: the intervals that saw use")
     active_jobs: int = Field(description="jobs of this key queued or running now")
     max_jobs: int | None = Field(description="the server's limit on active_jobs, if any")
 

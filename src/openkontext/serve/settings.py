@@ -28,6 +28,7 @@ from pydantic_settings import (
 )
 
 from openkontext.imaging import ImageLimits
+from openkontext.serve.classifiers import BUILTIN_CLASSIFIERS
 
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("openkontext_config_file", default=None)
 HASH_PREFIX = "sha256:"
@@ -86,8 +87,12 @@ class ServeSettings(BaseSettings):
     webhook_attempts: int = Field(default=5, ge=1)
     webhook_backoff_seconds: float = Field(default=2.0, ge=0)  # doubles after each failure
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
-    # Plug-ins, as 'module:attribute' import paths (see moderation.py).
-    image_classifier: str | None = None
+    # Output-image moderation (see classifiers.py): "auto" (NudeNet when installed, else
+    # none), "nudenet" (must load), "none", or a 'module:attribute' plug-in.
+    image_classifier: str | None = "auto"
+    image_classifier_weights: str | None = None  # default: 320n.onnx of an installed nudenet
+    image_classifier_threshold: float = Field(default=0.5, gt=0, le=1)
+    # Plug-in, as a 'module:attribute' import path (see moderation.py).
     prompt_upsampler: str | None = None
     # Built-in prompt upsampler: an OpenAI-compatible chat endpoint (see upsampling.py), used
     # when url and model are set and no `prompt_upsampler` plug-in is.
@@ -131,6 +136,19 @@ class ServeSettings(BaseSettings):
     @classmethod
     def _lower_hosts(cls, hosts: list[str]) -> list[str]:
         return [h.strip().lower().rstrip(".") for h in hosts if h.strip()]
+
+    @field_validator("image_classifier")
+    @classmethod
+    def _check_image_classifier(cls, value: str | None) -> str:
+        value = (value or "").strip() or "none"
+        if value.lower() in BUILTIN_CLASSIFIERS:
+            return value.lower()
+        if ":" not in value:
+            raise ValueError(
+                "image_classifier must be 'auto', 'nudenet', 'none' or a "
+                f"'module:attribute' import path, got {value!r}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _retention(self) -> ServeSettings:

@@ -4,6 +4,8 @@ Works on SQLite (the default: a file in WAL mode, so readers never wait for the 
 PostgreSQL (`postgresql+psycopg://...`). Timestamps are Unix seconds (floats). A job moves
 queued -> running -> one of the terminal states; `claim_next` moves it atomically, so two
 workers never take the same job. Jobs left running by a crash are put back by `requeue_running`.
+Admission (the queue bound and the per-key limit) is checked in the inserting transaction under a
+database-wide lock, so it holds across every process that shares the database.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -27,13 +30,30 @@ from sqlalchemy import (
     event,
     func,
     select,
+    text,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from openkontext.serve.schemas import Status
-from openkontext.serve.usage import Usage, add_usage, read_usage, usage_table
+from openkontext.serve.usage import Usage, UsageReport, add_usage, read_usage, usage_table
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Limits checked when a queued job is added: jobs queued or running, in all and per key."""
+
+    queue_max: int
+    per_key: int | None = None
+
+
+class LimitReached(Exception):
+    """The job was not added: the queue or the key is at its limit (`depth`: the queue)."""
+
+    def __init__(self, message: str, depth: int):
+        super().__init__(message)
+        self.depth = depth
 
 
 class State(StrEnum):
@@ -132,7 +152,7 @@ class JobStore:
         self.engine = engine
         self.metadata = MetaData()
         self.t = _table(self.metadata, table)
-        self.usage_t = usage_table(self.metadata, f"{table}_usage")
+        self.usage_t = usage_table(self.metadata, f"{table}_usage_hourly")
 
     def create_tables(self) -> None:
         self.metadata.create_all(self.engine)
@@ -145,11 +165,14 @@ class JobStore:
 
     # -- writing -----------------------------------------------------------------------------------
 
-    def add(self, job: Job) -> tuple[Job, bool]:
+    def add(self, job: Job, admission: Admission | None = None) -> tuple[Job, bool]:
         """Insert `job`; -> (job, True). With an idempotency key already used by the same API
-        key -> (the earlier job, False)."""
+        key -> (the earlier job, False). With `admission`, raises `LimitReached` instead of adding
+        a job beyond its limits; concurrent adds, from any process, are serialised."""
         try:
             with self.engine.begin() as conn:
+                if admission is not None:
+                    self._admit(conn, job.api_key_hash, admission)
                 conn.execute(self.t.insert().values(**_row(job)))
             return job, True
         except IntegrityError:
@@ -159,6 +182,31 @@ class JobStore:
             if earlier is None:
                 raise
             return earlier, False
+
+    def _admit(self, conn: Connection, key_hash: str, admission: Admission) -> None:
+        # Take the database's admission lock for the rest of the transaction: SQLite's write
+        # lock (BEGIN IMMEDIATE, before anything is read), or a PostgreSQL advisory lock.
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif conn.dialect.name == "postgresql":
+            lock_id = zlib.crc32(f"{self.t.name}:admission".encode())
+            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
+        else:
+            raise NotImplementedError(f"admission on {conn.dialect.name} is not supported")
+        t, active = self.t, self.t.c.state.in_([State.QUEUED, State.RUNNING])
+        depth = conn.execute(select(func.count()).where(active)).scalar_one()
+        if depth >= admission.queue_max:
+            raise LimitReached(f"the queue is full ({depth} jobs); retry later", depth)
+        if admission.per_key is not None:
+            mine = conn.execute(
+                select(func.count()).where(active, t.c.api_key_hash == key_hash)
+            ).scalar_one()
+            if mine >= admission.per_key:
+                raise LimitReached(
+                    f"this API key has {mine} jobs queued or running, its limit is "
+                    f"{admission.per_key}; retry later",
+                    depth,
+                )
 
     @staticmethod
     def new_id() -> str:
@@ -294,8 +342,14 @@ class JobStore:
             rows = conn.execute(select(t.c.id, t.c.state).where(t.c.id.in_(job_ids))).all()
         return {r.id: State(r.state) for r in rows}
 
-    def usage(self, api_key_hash: str) -> Usage:
-        return read_usage(self.engine, self.usage_t, api_key_hash)
+    def usage(
+        self,
+        api_key_hash: str,
+        start: float | None = None,
+        end: float | None = None,
+        interval: str | None = None,
+    ) -> UsageReport:
+        return read_usage(self.engine, self.usage_t, api_key_hash, start, end, interval)
 
     def cancel_requested(self, job_id: str) -> bool:
         with self.engine.connect() as conn:

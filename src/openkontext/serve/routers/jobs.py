@@ -27,7 +27,7 @@ from openkontext.serve.schemas import (
     Status,
     SubmitResponse,
 )
-from openkontext.serve.store import Job, State
+from openkontext.serve.store import Admission, Job, LimitReached, State
 from openkontext.serve.views import not_found_body, result_body
 
 IdempotencyKey = Annotated[
@@ -117,22 +117,29 @@ def _submit(tier: str, body: KontextRequest, request: Request, services: Service
     return _enqueue(job, services, base, fingerprint, [data for data, _ in read])
 
 
+def _admission(services: Services) -> Admission:
+    s = services.settings
+    return Admission(s.queue_max_size, s.max_jobs_per_key)
+
+
 def _admit(services: Services, key_hash: str) -> None:
-    """429 with Retry-After when the queue is full, or the key has its limit of jobs queued
-    or running."""
-    s, store = services.settings, services.store
+    """Early check, before any image is read or fetched: 429 with Retry-After when the queue
+    is full or the key has its limit of jobs queued or running. The binding check is made
+    again by the store, in the transaction that adds the job."""
+    store, limits = services.store, _admission(services)
     depth = store.queue_depth()
-    if depth >= s.queue_max_size:
-        raise HTTPException(429, f"the queue is full ({depth} jobs); retry later",
-                            headers={"Retry-After": str(_retry_after(services, depth))})
-    if s.max_jobs_per_key is not None:
+    if depth >= limits.queue_max:
+        raise _too_many(services, f"the queue is full ({depth} jobs); retry later", depth)
+    if limits.per_key is not None:
         mine = store.queue_depth(key_hash)
-        if mine >= s.max_jobs_per_key:
-            raise HTTPException(
-                429, f"this API key has {mine} jobs queued or running, its limit is "
-                f"{s.max_jobs_per_key}; retry later",
-                headers={"Retry-After": str(_retry_after(services, depth))},
-            )
+        if mine >= limits.per_key:
+            raise _too_many(services, f"this API key has {mine} jobs queued or running, its "
+                            f"limit is {limits.per_key}; retry later", depth)
+
+
+def _too_many(services: Services, message: str, depth: int) -> HTTPException:
+    return HTTPException(429, message,
+                         headers={"Retry-After": str(_retry_after(services, depth))})
 
 
 def _enqueue(job: Job, services: Services, base: str, fingerprint: str,
@@ -141,12 +148,13 @@ def _enqueue(job: Job, services: Services, base: str, fingerprint: str,
     for i, data in enumerate(inputs):
         atomic_write(folder / f"{i}.img", data)
     try:
-        # Checked again with the insert under one lock, so parallel submissions cannot all
-        # take the last place.
-        with services.admission:
-            if job.state == State.QUEUED:
-                _admit(services, job.api_key_hash)
-            stored, created = services.store.add(job)
+        # Checked again in the inserting transaction under the database's lock, so parallel
+        # submissions, in this process or another, cannot all take the last place.
+        admission = _admission(services) if job.state == State.QUEUED else None
+        stored, created = services.store.add(job, admission)
+    except LimitReached as full:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise _too_many(services, str(full), full.depth) from None
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
