@@ -99,3 +99,21 @@ def test_stats_medians_means_rates_and_identity_over_cases_with_an_input():
     assert s.identity_success_rate == 0.5 and s.identity_preservation_median == 99.0
     empty = Stats.of([])
     assert empty.count == 0 and empty.psnr_median is None and empty.success_rate is None
+
+
+def test_layout_is_judged_for_scene_targets_with_the_identity_beside_it():
+    from openkontext.world.render import render
+    from openkontext.world.scene import Scene, Target
+
+    before = Scene.from_json('{"background": "white", "objects": [{"shape": "square", '
+                             '"color": "blue", "cell": "top left", "size": "large"}]}')
+    after = Target(Scene.from_json('{"background": "white", "objects": [{"shape": "square", '
+                                   '"color": "red", "cell": "top left", "size": "large"}]}'))
+    source, target = render(before, 64), render(after.scene, 64)
+    right = score_turn(target, target, identity=source, scene=after)
+    assert (right.layout, right.identity_layout) == (True, False)
+    wrong = score_turn(source, target, identity=source, scene=after)
+    assert wrong.layout is False
+    assert score_turn(target, target).layout is None  # not a scene: not judged
+    stats = Stats.of([right, wrong, score_turn(target, target)])
+    assert (stats.layout_count, stats.layout_rate, stats.identity_layout_rate) == (2, 0.5, 0.0)

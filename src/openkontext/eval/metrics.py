@@ -14,6 +14,9 @@
   None when the mask is unknown or covers the whole picture (a filter, a new background).
 - Identity baseline: the same figures for "return the input unchanged" (in a chain, the
   original input at every turn). None for generations, which have no input.
+- Layout (Shapes World targets without a filter only, else None): every object of the target
+  in its cell and colour and every cell's background right (`world.layout`), at the target's
+  size.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import numpy as np
 from PIL import Image
 
 from openkontext import imaging
+from openkontext.world.layout import layout_correct
+from openkontext.world.scene import Target
 
 PSNR_CAP = 99.0
 SUCCESS_DB = 25.0
@@ -71,6 +76,8 @@ class TurnScore:
     identity_psnr: float | None
     identity_preservation: float | None
     resized: bool  # the output was resized to the target's size before scoring
+    layout: bool | None = None  # colours in the right places (unfiltered scene targets)
+    identity_layout: bool | None = None
 
     @property
     def success(self) -> bool:
@@ -94,11 +101,13 @@ def score_turn(
     identity: np.ndarray | None = None,
     turn: int = 1,
     instruction: str = "",
+    scene: Target | None = None,
 ) -> TurnScore:
     """Score one output (H, W, 3) uint8 against its target.
 
     start: the ground-truth picture the turn began from; region: its change mask ((H, W) bool at
-    start's size, True = may change); identity: what the identity baseline returns (the input).
+    start's size, True = may change); identity: what the identity baseline returns (the input);
+    scene: the target as a Shapes World scene, when it is one (for the layout check).
     """
     th, tw = target.shape[:2]
     out_t, resized = fit(output, (tw, th))
@@ -122,4 +131,8 @@ def score_turn(
         identity_psnr=ident_psnr,
         identity_preservation=ident_preservation,
         resized=resized,
+        layout=None if scene is None else layout_correct(out_t, scene),
+        identity_layout=None
+        if scene is None or identity is None
+        else layout_correct(fit(identity, (tw, th))[0], scene),
     )

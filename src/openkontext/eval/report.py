@@ -70,6 +70,9 @@ class Stats:
     identity_psnr_mean: float | None
     identity_success_rate: float | None
     identity_preservation_median: float | None
+    layout_count: int = 0  # scores with a layout verdict (unfiltered scene targets)
+    layout_rate: float | None = None
+    identity_layout_rate: float | None = None
 
     @classmethod
     def of(cls, scores: Iterable[TurnScore]) -> Stats:
@@ -90,6 +93,10 @@ class Stats:
             identity_psnr_mean=_mean([s.identity_psnr for s in ident]),
             identity_success_rate=_rate([bool(s.identity_success) for s in ident]),
             identity_preservation_median=_median(ident_kept),
+            layout_count=len(laid := [s for s in scores if s.layout is not None]),
+            layout_rate=_rate([bool(s.layout) for s in laid]),
+            identity_layout_rate=_rate([bool(s.identity_layout) for s in laid
+                                        if s.identity_layout is not None]),
         )
 
 
@@ -188,7 +195,7 @@ def stats_table(title: str, first: str, rows: dict) -> Table:
     table = Table(title=f"{title} [dim]— model (identity baseline)[/dim]", title_justify="left")
     table.add_column(first, no_wrap=True)
     table.add_column("n", justify="right")
-    for name in ("PSNR median", "PSNR mean", "success", "preservation median"):
+    for name in ("PSNR median", "PSNR mean", "success", "preservation median", "layout"):
         table.add_column(name, justify="right")
     for key, s in rows.items():
         table.add_row(
@@ -197,6 +204,7 @@ def stats_table(title: str, first: str, rows: dict) -> Table:
             _pair(_db(s.psnr_mean), _db(s.identity_psnr_mean)),
             _pair(_pct(s.success_rate), _pct(s.identity_success_rate)),
             _pair(_db(s.preservation_median), _db(s.identity_preservation_median)),
+            _pair(_pct(s.layout_rate), _pct(s.identity_layout_rate)),
         )
     return table
 
@@ -218,7 +226,9 @@ def print_report(report: Report, console: Console) -> None:
     console.print(
         f"[dim]PSNR in dB at the target's size, capped at {PSNR_CAP:g} (identical images); "
         f"success = PSNR >= {SUCCESS_DB:g} dB; preservation = PSNR outside the change mask "
-        "against the turn's starting picture; identity = the input returned unchanged.[/dim]"
+        "against the turn's starting picture; identity = the input returned unchanged; "
+        "layout = every object in its cell and colour and every cell's background right "
+        "(unfiltered Shapes World targets).[/dim]"
     )
     if report.resized:
         total = sum(len(c.turns) for c in report.cases)

@@ -75,7 +75,7 @@ def _score(case: Case, k: int, output: np.ndarray, original: np.ndarray | None,
     # The ground truth the turn starts from: the input, or the previous turn's target.
     start = original if k == 1 else _load(case, case.start(k), f"chain[{k - 1}].target")
     score = score_turn(output, target, start, case.change_region(k, start, target), original,
-                       k, turn.instruction)
+                       k, turn.instruction, turn.target.scene)
     if folder is not None:
         name = f"{case.id}_turn{k}" if case.is_chain else case.id
         meta = dataclasses.replace(meta, prompt=turn.instruction)
