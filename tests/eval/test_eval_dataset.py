@@ -10,6 +10,7 @@ import pytest
 from openkontext.eval.dataset import DatasetError, load_cases
 from openkontext.world.dataset import write_dataset
 from openkontext.world.edits import KINDS
+from openkontext.world.render import render_target
 
 from .eval_helpers import picture, save, write_jsonl
 
@@ -60,6 +61,12 @@ def test_a_world_dataset_loads_as_written(tmp_path):
     chains = load_cases(write_dataset(tmp_path / "c", count=2, size=32, chains=True,
                                       min_turns=3, max_turns=3), native_size=32)
     assert [len(c.turns) for c in chains] == [3, 3] and chains[0].turns[0].category in KINDS
+    # Targets are the files, with the scenes they show attached for the layout check.
+    for case in [*edits, *chains]:
+        for turn in case.turns:
+            assert turn.target.path is not None and turn.target.scene is not None
+    assert (edits[0].turns[0].target.load() == render_target(
+        edits[0].turns[0].target.scene, 32)).all()
 
 
 def test_blank_lines_are_skipped_and_limit_takes_the_first_cases(paired):
@@ -83,6 +90,7 @@ BAD_LINES = [
     (lambda d: dict(d, id="../up"), "field 'id': must be letters"),
     (lambda d: dict(d, id="first"), "field 'id': 'first' is already used on line 1"),
     (lambda d: dict(d, target={"background": "mauve"}), "field 'target': bad scene"),
+    (lambda d: dict(d, target_scene={"objects": []}), "field 'target_scene': bad scene"),
     (lambda d: dict(d, size=0), "field 'size': must be a positive int"),
     (lambda d: dict(d, mask=save_mask), "field 'mask': is 8x8 but the image it masks is 64x64"),
     (lambda d: dict(d, chain=[]), "field 'chain': must be a non-empty list"),

@@ -9,6 +9,9 @@ A case (paths are relative to the JSONL file):
 - "input": an image path, a Shapes World scene object, or null for a generation (required, so a
   misspelt key cannot silently turn edits into generations).
 - "target": an image path or a scene object (a scene may carry "filter").
+- "target_scene": optional, with an image-path target: the scene that image shows (as
+  `openkontext world sample` writes it). Scores come from the file; the scene adds the layout
+  check (every object in its cell and colour).
 - "mask": optional image path, white (>= 128) where the edit may change the picture; it must
   have the input's size. Without one, a case whose input and target are both scenes gets the
   pixels that differ between the two renders; any other case has no preservation score.
@@ -16,8 +19,9 @@ A case (paths are relative to the JSONL file):
 - "phrasing_split": optional ("train", "heldout", ...); reported as its own group.
 - "size": optional canvas for scenes, an int or [width, height]; default the model's native size.
 - A chain replaces "instruction"/"target"/"mask" with "chain": [{"instruction", "target",
-  "mask"?, "kind"?, "phrasing_split"?}, ...], each turn editing the previous turn's output. It
-  needs an input; turn k's mask has the size of turn k-1's target (turn 1's: the input's).
+  "mask"?, "kind"?, "phrasing_split"?, "target_scene"?}, ...], each turn editing the previous
+  turn's output. It needs an input; turn k's mask has the size of turn k-1's target (turn 1's:
+  the input's).
 
 Other keys are allowed and ignored, so Shapes World datasets (`openkontext world sample`) load
 as they are. Any broken line raises `DatasetError` naming the line and the field.
@@ -25,6 +29,7 @@ as they are. Any broken line raises `DatasetError` naming the line and the field
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -54,8 +59,8 @@ class Picture:
     scene: Target | None = None
 
     def load(self) -> np.ndarray:
-        """(H, W, 3) uint8."""
-        if self.scene is not None:
+        """(H, W, 3) uint8: the file when there is one, else the scene rendered."""
+        if self.path is None:
             return render_target(self.scene, self.size)
         return imaging.image_to_array(imaging.load_image(self.path))
 
@@ -170,6 +175,16 @@ class _Line:
             raise self.error(label, f"not a readable image: {path} ({e})") from None
         return Picture(size, path=path)
 
+    def with_scene(self, d: dict, label: str, target: Picture) -> Picture:
+        """`target` with the scene of d["target_scene"] attached, when there is one."""
+        value = d.get("target_scene")
+        if value is None or target.scene is not None:
+            return target
+        try:
+            return dataclasses.replace(target, scene=Target.from_dict(value))
+        except SceneError as e:
+            raise self.error(label, f"bad scene: {e}") from None
+
     def mask(self, d: dict, label: str, start: Picture | None) -> Picture | None:
         if d.get("mask") is None:
             return None
@@ -210,7 +225,8 @@ def parse_case(d: object, source: Path, number: int, native_size: int) -> Case:
                 raise line.error(label, f"must be an object, got {type(t).__name__}")
             if t.get("target") is None:
                 raise line.error(f"{label}.target", "missing")
-            target = line.picture(t["target"], f"{label}.target")
+            target = line.with_scene(t, f"{label}.target_scene",
+                                     line.picture(t["target"], f"{label}.target"))
             turns.append(Turn(
                 instruction=line.text(t, "instruction", label=f"{label}.instruction"),
                 target=target,
@@ -226,7 +242,7 @@ def parse_case(d: object, source: Path, number: int, native_size: int) -> Case:
         raise line.error("target", "missing")
     turn = Turn(
         instruction=line.text(d, "instruction"),
-        target=line.picture(d["target"], "target"),
+        target=line.with_scene(d, "target_scene", line.picture(d["target"], "target")),
         mask=line.mask(d, "mask", start),
         phrasing_split=split,
     )
