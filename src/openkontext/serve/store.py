@@ -183,6 +183,12 @@ class JobStore:
                 raise
             return earlier, False
 
+    def check_admission(self, key_hash: str, admission: Admission) -> None:
+        """Raise `LimitReached` when a job of `key_hash` would go beyond `admission` now (an
+        early, unlocked check; `add` makes the binding one)."""
+        with self.engine.connect() as conn:
+            self._check(conn, key_hash, admission)
+
     def _admit(self, conn: Connection, key_hash: str, admission: Admission) -> None:
         # Take the database's admission lock for the rest of the transaction: SQLite's write
         # lock (BEGIN IMMEDIATE, before anything is read), or a PostgreSQL advisory lock.
@@ -193,6 +199,9 @@ class JobStore:
             conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
         else:
             raise NotImplementedError(f"admission on {conn.dialect.name} is not supported")
+        self._check(conn, key_hash, admission)
+
+    def _check(self, conn: Connection, key_hash: str, admission: Admission) -> None:
         t, active = self.t, self.t.c.state.in_([State.QUEUED, State.RUNNING])
         depth = conn.execute(select(func.count()).where(active)).scalar_one()
         if depth >= admission.queue_max:

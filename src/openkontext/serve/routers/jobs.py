@@ -126,15 +126,10 @@ def _admit(services: Services, key_hash: str) -> None:
     """Early check, before any image is read or fetched: 429 with Retry-After when the queue
     is full or the key has its limit of jobs queued or running. The binding check is made
     again by the store, in the transaction that adds the job."""
-    store, limits = services.store, _admission(services)
-    depth = store.queue_depth()
-    if depth >= limits.queue_max:
-        raise _too_many(services, f"the queue is full ({depth} jobs); retry later", depth)
-    if limits.per_key is not None:
-        mine = store.queue_depth(key_hash)
-        if mine >= limits.per_key:
-            raise _too_many(services, f"this API key has {mine} jobs queued or running, its "
-                            f"limit is {limits.per_key}; retry later", depth)
+    try:
+        services.store.check_admission(key_hash, _admission(services))
+    except LimitReached as full:
+        raise _too_many(services, str(full), full.depth) from None
 
 
 def _too_many(services: Services, message: str, depth: int) -> HTTPException:
