@@ -64,27 +64,16 @@ def input_png(size: int) -> bytes:
 
 def serve(data_dir: str, weights: str | None, max_batch_images: int) -> None:
     """Child process: run the app on 127.0.0.1 and print the URL once it listens."""
-    import threading
 
-    import uvicorn
 
-    from openkontext.serve.app import create_app
+    from openkontext.serve.app import create_app, serve_on_free_port
     from openkontext.serve.settings import ServeSettings
 
     torch.set_num_threads(1)
     settings = ServeSettings(data_dir=data_dir, queue_max_size=1000,
                              max_batch_images=max_batch_images)
     app = create_app(settings, lambda: make_kontext(weights))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-
-    def announce() -> None:
-        while not server.started:
-            time.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        print(f"listening on http://127.0.0.1:{port}", flush=True)
-
-    threading.Thread(target=announce, daemon=True).start()
-    server.run()
+    serve_on_free_port(app)
 
 
 def start_server(args, data_dir: str) -> tuple[subprocess.Popen, str]:

@@ -8,14 +8,11 @@ Prints `listening on http://127.0.0.1:PORT` once it accepts connections.
 from __future__ import annotations
 
 import sys
-import threading
-import time
 
 import torch
-import uvicorn
 
 from openkontext.pipeline import LoadedModel
-from openkontext.serve.app import create_app
+from openkontext.serve.app import create_app, serve_on_free_port
 from openkontext.serve.settings import ServeSettings
 
 
@@ -27,16 +24,7 @@ def main() -> None:
 
     app = create_app(ServeSettings(data_dir=data_dir),
                      lambda: SlowKontext(LoadedModel.random("mini"), step_delay=delay))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-
-    def announce() -> None:
-        while not server.started:
-            time.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        print(f"listening on http://127.0.0.1:{port}", flush=True)
-
-    threading.Thread(target=announce, daemon=True).start()
-    server.run()
+    serve_on_free_port(app)
 
 
 if __name__ == "__main__":

@@ -109,3 +109,24 @@ def create_app(
         return JSONResponse({"detail": detail}, status_code=422)
 
     return app
+
+
+def serve_on_free_port(app: FastAPI) -> None:
+    """Run `app` with uvicorn on 127.0.0.1, on a port the system picks, and print `listening on
+    http://127.0.0.1:PORT` once it accepts connections (for a parent process that started it,
+    such as the load test and the restart test)."""
+    import threading
+    import time
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+
+    def announce() -> None:
+        while not server.started:
+            time.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        print(f"listening on http://127.0.0.1:{port}", flush=True)
+
+    threading.Thread(target=announce, daemon=True).start()
+    server.run()
