@@ -111,7 +111,8 @@ def score_turn(
     """
     th, tw = target.shape[:2]
     out_t, resized = fit(output, (tw, th))
-    ident_psnr = None if identity is None else psnr(fit(identity, (tw, th))[0], target)
+    ident_t = None if identity is None else fit(identity, (tw, th))[0]
+    ident_psnr = None if ident_t is None else psnr(ident_t, target)
     keep = None
     if start is not None and region is not None:
         if region.shape != start.shape[:2]:
@@ -133,6 +134,6 @@ def score_turn(
         resized=resized,
         layout=None if scene is None else layout_correct(out_t, scene),
         identity_layout=None
-        if scene is None or identity is None
-        else layout_correct(fit(identity, (tw, th))[0], scene),
+        if scene is None or ident_t is None
+        else layout_correct(ident_t, scene),
     )
