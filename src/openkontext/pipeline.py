@@ -69,15 +69,16 @@ class LoadedModel:
 
     @classmethod
     def random(cls, preset: str | ModelPreset = "mini", seed: int = 0) -> LoadedModel:
-        """A randomly initialised model of a byte-text preset: for tests and for trying the
-        machinery before trained weights exist. Its pictures are noise."""
-        from openkontext.model import ByteTextEncoder, get_preset
+        """A randomly initialised model of a mini preset (a frozen sentence encoder keeps its
+        pretrained weights): for tests and for trying the machinery before trained weights
+        exist. Its pictures are noise."""
+        from openkontext.model import build_text_encoder, get_preset
 
         p = get_preset(preset) if isinstance(preset, str) else preset
         if p.text is None:
             raise ValueError(f"preset {p.name!r} needs T5/CLIP weights; no random variant")
         torch.manual_seed(seed)
-        flux, ae, text = Flux(p.flux), AutoEncoder(p.ae), ByteTextEncoder(p.text)
+        flux, ae, text = Flux(p.flux), AutoEncoder(p.ae), build_text_encoder(p.text)
         for m in (flux, ae, text):
             m.eval().requires_grad_(False)
         return cls(p, flux, ae, text, torch.device("cpu"), torch.float32)

@@ -1,6 +1,7 @@
 """The mini training stages run, checkpoint, resume and export (a few steps each)."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -68,8 +69,8 @@ def test_training_continues_from_an_export_on_a_fresh_machine(run, tmp_path):
                                     str(export_dir)]).exit_code == 0
     from openkontext.train.cli import seed_run_from_export
 
-    seed_run_from_export(export_dir, fresh)
     exported = load_model(export_dir)
+    seed_run_from_export(export_dir, fresh, exported.preset)
     ae = train_autoencoder(exported.ae.params, fresh, AETrainConfig(steps=1))  # finished: loads
     assert torch.equal(ae.decoder.conv_out.weight, exported.ae.decoder.conv_out.weight)
     step = torch.load(fresh / "flux.pt", weights_only=False)["step"]
@@ -77,4 +78,42 @@ def test_training_continues_from_an_export_on_a_fresh_machine(run, tmp_path):
     stepper = train_transformer(exported.preset, ae, fresh, cfg)
     assert stepper.step == step + 1
     with pytest.raises(Exception, match="already holds a run"):
-        seed_run_from_export(export_dir, fresh)
+        seed_run_from_export(export_dir, fresh, exported.preset)
+
+
+def test_a_byte_text_export_seeds_a_sentence_text_run(tmp_path):
+    """Switching text encoders keeps every transformer weight but the two input layers whose
+    width changes, and counts steps from 0 (it is a new model)."""
+    from openkontext.pipeline import LoadedModel
+    from openkontext.train.cli import seed_run_from_export
+    from openkontext.weights import save_mini
+
+    old = LoadedModel.random("mini-byte", seed=4)
+    save_mini(tmp_path / "old", old.preset, old.flux, old.ae, old.text,
+              info={"ae_steps": 7, "transformer_steps": 900})
+    seed_run_from_export(tmp_path / "old", tmp_path / "run", get_preset("mini"))
+    state = torch.load(tmp_path / "run" / "flux.pt", weights_only=False)
+    assert state["step"] == 0 and state["preset"] == "mini"
+    assert state["init_from"]["restarted"] == ["txt_in.weight", "vector_in.in_layer.weight"]
+    assert state["text"] == {} and state["ema_text"] == {}
+    stored = load_model(tmp_path / "old").flux.state_dict()  # as exported (fp16)
+    for key, value in state["flux"].items():
+        if key in state["init_from"]["restarted"]:
+            assert value.shape[1] == 384 and stored[key].shape[1] == 256
+        else:
+            assert torch.equal(value, stored[key]), key
+    # the run then trains under the new preset, and refuses to resume under the old one
+    ae = train_autoencoder(old.ae.params, tmp_path / "run", AETrainConfig(steps=1))
+    cfg = FlowTrainConfig(steps=1, edit_batch=2, generation_batch=1, eval_every=100)
+    assert train_transformer(get_preset("mini"), ae, tmp_path / "run", cfg).step == 1
+    result = CliRunner().invoke(app, ["train", "mini", "--out", str(tmp_path / "run"),
+                                      "--preset", "mini-byte", "--steps", "1"])
+    assert result.exit_code == 2 and "holds a 'mini' run" in unboxed(result.output)
+    result = CliRunner().invoke(app, ["train", "mini", "--out", str(tmp_path / "x"),
+                                      "--preset", "huge"])
+    assert result.exit_code == 2 and "unknown model preset 'huge'" in unboxed(result.output)
+
+
+def unboxed(output: str) -> str:
+    """typer's error box as one line of words."""
+    return " ".join(re.sub("[\u2500-\u257f]", " ", output).split())

@@ -10,7 +10,15 @@ from openkontext.model.presets import (
     preset_from_dict,
     preset_to_dict,
 )
-from openkontext.model.text import ByteTextEncoder, ByteTextParams, HFTextEncoders
+from openkontext.model.text import (
+    ByteTextEncoder,
+    ByteTextParams,
+    HFTextEncoders,
+    SentenceTextEncoder,
+    SentenceTextParams,
+    TextEncoderMissing,
+    build_text_encoder,
+)
 
 __all__ = [
     "KONTEXT_RESOLUTIONS",
@@ -23,6 +31,10 @@ __all__ = [
     "FluxParams",
     "HFTextEncoders",
     "ModelPreset",
+    "SentenceTextEncoder",
+    "SentenceTextParams",
+    "TextEncoderMissing",
+    "build_text_encoder",
     "get_preset",
     "preset_from_dict",
     "preset_to_dict",

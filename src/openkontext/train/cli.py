@@ -27,8 +27,12 @@ def train_mini(
         Path | None,
         typer.Option(help="start an empty run folder from a mini export (e.g. the shipped one)"),
     ] = None,
+    preset_name: Annotated[
+        str, typer.Option("--preset", help="mini (sentence encoder) or mini-byte")
+    ] = "mini",
 ) -> None:
-    """Train the autoencoder (stage 1), then the transformer and text encoder (stage 2)."""
+    """Train the autoencoder (stage 1), then the transformer (stage 2; with the text encoder
+    when it is the byte-level one)."""
     import torch
 
     from openkontext.model import get_preset
@@ -37,10 +41,14 @@ def train_mini(
 
     if threads:
         torch.set_num_threads(threads)
-    preset = get_preset("mini")
+    try:
+        preset = get_preset(preset_name)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--preset") from None
     out.mkdir(parents=True, exist_ok=True)
+    _check_run_preset(out, preset.name)
     if init_from is not None:
-        seed_run_from_export(init_from, out)
+        seed_run_from_export(init_from, out, preset)
     ae = train_autoencoder(preset.ae, out, AETrainConfig(steps=ae_steps, batch_size=16), resume)
     typer.echo(f"autoencoder ready: scale {ae.params.scale_factor} shift {ae.params.shift_factor}")
     preset = dataclasses.replace(preset, ae=ae.params)
@@ -55,11 +63,17 @@ def export(
     out: Annotated[Path, typer.Option(help="export folder (the package's embedded/ by default)")]
     | None = None,
 ) -> None:
-    """Export the EMA weights of a run (autoencoder + transformer + text encoder) as a mini
-    export: fp16 safetensors plus a config JSON, loadable with --weights or as the default."""
+    """Export the EMA weights of a run (autoencoder + transformer + a trained text encoder) as a
+    mini export: fp16 safetensors plus a config JSON, loadable with --weights or as the default."""
     import torch
 
-    from openkontext.model import AutoEncoder, AutoEncoderParams, ByteTextEncoder, Flux, get_preset
+    from openkontext.model import (
+        AutoEncoder,
+        AutoEncoderParams,
+        Flux,
+        build_text_encoder,
+        get_preset,
+    )
     from openkontext.weights import EMBEDDED_DIR, save_mini
 
     ae_state = torch.load(run / "ae.pt", map_location="cpu", weights_only=False)
@@ -68,21 +82,39 @@ def export(
     flux_state = torch.load(run / "flux.pt", map_location="cpu", weights_only=False)
     ae = AutoEncoder(AutoEncoderParams.from_dict(ae_state["params"]))
     ae.load_state_dict(ae_state["model"])
-    preset = dataclasses.replace(get_preset("mini"), ae=ae.params)
-    flux, text = Flux(preset.flux), ByteTextEncoder(preset.text)
+    preset = dataclasses.replace(get_preset(flux_state.get("preset", "mini")), ae=ae.params)
+    flux, text = Flux(preset.flux), build_text_encoder(preset.text)
     flux.load_state_dict(flux_state["ema_flux"])
     text.load_state_dict(flux_state["ema_text"])
     info = {"ae_steps": ae_state["step"], "transformer_steps": flux_state["step"]}
+    if "init_from" in flux_state:
+        info["init_from"] = flux_state["init_from"]
     folder = save_mini(out or EMBEDDED_DIR, preset, flux, ae, text, info=info)
     typer.echo(f"exported {folder} ({info})")
 
 
-def seed_run_from_export(export_dir: Path, out: Path) -> None:
-    """Write run checkpoints (ae.pt, flux.pt) holding a mini export's weights, so that training
-    continues from them on a machine that has no run folder. Optimiser state starts fresh; the
-    export's EMA weights become both the live and the EMA weights."""
+def _check_run_preset(out: Path, name: str) -> None:
+    """A run folder trains one preset: resuming it under another would mix shapes."""
     import torch
 
+    ckpt = out / "flux.pt"
+    if ckpt.exists():
+        held = torch.load(ckpt, map_location="cpu", weights_only=False).get("preset", "mini")
+        if held != name:
+            raise typer.BadParameter(
+                f"{out} holds a {held!r} run; pass --preset {held} or use another --out"
+            )
+
+
+def seed_run_from_export(export_dir: Path, out: Path, preset) -> None:
+    """Write run checkpoints (ae.pt, flux.pt) holding a mini export's weights, so that training
+    continues from them on a machine that has no run folder. Optimiser state starts fresh; the
+    export's EMA weights become both the live and the EMA weights. When `preset` reads text
+    differently from the export (byte encoder -> sentence encoder), the transformer's text and
+    pooled-vector input layers start fresh and everything else is kept."""
+    import torch
+
+    from openkontext.model import Flux, build_text_encoder
     from openkontext.train.common import atomic_torch_save
     from openkontext.weights import load_mini
 
@@ -102,16 +134,27 @@ def seed_run_from_export(export_dir: Path, out: Path) -> None:
         },
         out / "ae.pt",
     )
-    params = list(model.flux.parameters()) + list(model.text.parameters())
+    flux = Flux(preset.flux)
+    flux.init_weights()
+    state, kept = flux.state_dict(), model.flux.state_dict()
+    restarted = sorted(k for k, v in state.items() if k not in kept or kept[k].shape != v.shape)
+    flux.load_state_dict({k: (v if k in restarted else kept[k]) for k, v in state.items()})
+    same_text = type(model.preset.text) is type(preset.text) and model.preset.text == preset.text
+    text = model.text if same_text else build_text_encoder(preset.text)
+    params = [p for p in (*flux.parameters(), *text.parameters()) if p.requires_grad]
+    if restarted:
+        typer.echo(f"from {export_dir}: kept the transformer but for {', '.join(restarted)}")
     atomic_torch_save(
         {
-            "step": info.get("transformer_steps", 0),
-            "flux": model.flux.state_dict(),
-            "text": model.text.state_dict(),
-            "ema_flux": model.flux.state_dict(),
-            "ema_text": model.text.state_dict(),
+            # A re-read text pathway is a new model: its steps count from 0.
+            "step": 0 if restarted else info.get("transformer_steps", 0),
+            "flux": flux.state_dict(),
+            "text": text.state_dict(),
+            "ema_flux": flux.state_dict(),
+            "ema_text": text.state_dict(),
             "optimizer": torch.optim.AdamW(params).state_dict(),
-            "preset": "mini",
+            "preset": preset.name,
+            "init_from": {"folder": str(export_dir), **info, "restarted": restarted},
             "config": {"init_from": str(export_dir)},
         },
         out / "flux.pt",

@@ -1,5 +1,6 @@
-"""Stage 2: the mini transformer and its byte-level text encoder, on an endless Shapes World
-stream of edits (the source image as reference 1) and generations (no reference).
+"""Stage 2: the mini transformer (and a byte-level text encoder, when the preset has one: the
+sentence encoder of the current preset is frozen) on an endless Shapes World stream of edits
+(the source image as reference 1) and generations (no reference).
 
 The autoencoder from stage 1 is frozen. Each step draws fresh samples, encodes them, noises
 the target latent along the rectified-flow path at t ~ logit-normal and regresses the velocity.
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 
 from openkontext import flow
-from openkontext.model import AutoEncoder, ByteTextEncoder, Flux, ModelPreset
+from openkontext.model import AutoEncoder, Flux, ModelPreset, build_text_encoder
 from openkontext.packing import References, image_ids, pack, text_ids
 from openkontext.pipeline import LoadedModel, run_tensors
 from openkontext.train.autoencoder import psnr
@@ -55,14 +56,18 @@ class Stepper:
         torch.manual_seed(cfg.seed)
         self.flux = Flux(preset.flux)
         self.flux.init_weights()
-        self.text = ByteTextEncoder(preset.text)
-        params = list(self.flux.parameters()) + list(self.text.parameters())
+        self.text = build_text_encoder(preset.text)
+        self.params = [
+            p for p in (*self.flux.parameters(), *self.text.parameters()) if p.requires_grad
+        ]  # a frozen sentence encoder has none
         self.opt = torch.optim.AdamW(
-            params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)
+            self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)
         )
         self.ema_flux = EMA(self.flux, cfg.ema_decay)
-        self.ema_text = EMA(self.text, cfg.ema_decay)
+        self.text_trained = any(p.requires_grad for p in self.text.parameters())
+        self.ema_text = EMA(self.text, cfg.ema_decay) if self.text_trained else None
         self.step = self.started_at = 0
+        self.init_from: dict | None = None  # where a seeded run's weights came from
 
     def loss(
         self,
@@ -111,14 +116,13 @@ class Stepper:
         loss = losses.mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            list(self.flux.parameters()) + list(self.text.parameters()), 1.0
-        )
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.opt.step()
         self.step += 1
         decay = min(cfg.ema_decay, (1 + self.step) / (10 + self.step))
         self.ema_flux.update(self.flux, decay)
-        self.ema_text.update(self.text, decay)
+        if self.ema_text is not None:
+            self.ema_text.update(self.text, decay)
         bands = {}
         for lo, hi in zip(T_BANDS[:-1], T_BANDS[1:], strict=True):
             sel = (ts >= lo) & (ts < hi)
@@ -136,7 +140,7 @@ class Stepper:
             self.preset,
             self.ema_flux.shadow,
             self.ae,
-            self.ema_text.shadow,
+            self.ema_text.shadow if self.ema_text is not None else self.text,
             torch.device("cpu"),
             torch.float32,
         )
@@ -147,16 +151,19 @@ class Stepper:
             "flux": self.flux.state_dict(),
             "text": self.text.state_dict(),
             "ema_flux": self.ema_flux.state_dict(),
-            "ema_text": self.ema_text.state_dict(),
+            "ema_text": self.ema_text.state_dict() if self.ema_text is not None else {},
             "optimizer": self.opt.state_dict(),
+            **({"init_from": self.init_from} if self.init_from else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.step = self.started_at = state["step"]
+        self.init_from = state.get("init_from")
         self.flux.load_state_dict(state["flux"])
         self.text.load_state_dict(state["text"])
         self.ema_flux.load_state_dict(state["ema_flux"])
-        self.ema_text.load_state_dict(state["ema_text"])
+        if self.ema_text is not None:
+            self.ema_text.load_state_dict(state["ema_text"])
         self.opt.load_state_dict(state["optimizer"])
 
 

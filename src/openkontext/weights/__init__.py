@@ -82,7 +82,7 @@ def load_model(
 
     - None: the embedded mini model shipped in the package;
     - a mini export folder (`mini.json` + `mini.safetensors`);
-    - "random" or "random:PRESET": a byte-text preset with random weights (pictures are noise;
+    - "random" or "random:PRESET": a mini preset with random weights (pictures are noise;
       for trying the machinery and for tests);
     - FLUX.1 Kontext [dev] weights (BFL file or folder, diffusers root folder): the
       `kontext-dev` preset with the checkpoint's sizes, and T5/CLIP from the diffusers folder or

@@ -1,5 +1,7 @@
-"""openkontext's own `mini` export: one safetensors file (`flux.*`, `ae.*`, `text.*` tensors)
-and a config JSON carrying the whole preset, so the model is rebuilt from the two files alone.
+"""openkontext's own `mini` export: one safetensors file (`flux.*`, `ae.*`, and `text.*` for a
+trained byte-level text encoder) and a config JSON carrying the whole preset, so the model is
+rebuilt from the two files alone (plus, for a frozen sentence encoder, the installed package the
+config names, checked by hash).
 The embedded default model ships in this format inside the package (`openkontext/embedded/`).
 """
 
@@ -56,7 +58,7 @@ def is_mini_export(path: str | Path) -> bool:
 
 def load_mini(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32):
     """A `LoadedModel` from a mini export folder (or its config file)."""
-    from openkontext.model import ByteTextEncoder
+    from openkontext.model import ByteTextEncoder, SentenceTextParams, build_text_encoder
     from openkontext.pipeline import LoadedModel
 
     folder = Path(path)
@@ -76,11 +78,12 @@ def load_mini(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32
     if not weights_path.is_file():
         raise WeightsError(f"{weights_path}: no such file")
     with torch.device("meta"):
-        modules = {
-            "flux": Flux(preset.flux),
-            "ae": AutoEncoder(preset.ae),
-            "text": ByteTextEncoder(preset.text),
-        }
+        modules = {"flux": Flux(preset.flux), "ae": AutoEncoder(preset.ae)}
+        if not isinstance(preset.text, SentenceTextParams):
+            modules["text"] = ByteTextEncoder(preset.text)
+    if isinstance(preset.text, SentenceTextParams):
+        # Frozen and not in the export: built from the installed package (hash checked).
+        modules["text"] = build_text_encoder(preset.text).to(device)
     try:
         with safe_open(str(weights_path), framework="pt") as f:
             stored = set(f.keys())
