@@ -109,6 +109,12 @@ def test_a_byte_text_export_seeds_a_sentence_text_run(tmp_path):
     result = CliRunner().invoke(app, ["train", "mini", "--out", str(tmp_path / "run"),
                                       "--preset", "mini-byte", "--steps", "1"])
     assert result.exit_code == 2 and "holds a 'mini' run" in unboxed(result.output)
+    # the old byte-text preset still continues from its own export, text encoder included
+    seed_run_from_export(tmp_path / "old", tmp_path / "byte", get_preset("mini-byte"))
+    assert torch.load(tmp_path / "byte" / "flux.pt", weights_only=False)["step"] == 900
+    cfg = FlowTrainConfig(steps=901, edit_batch=2, generation_batch=1, eval_every=100)
+    stepper = train_transformer(get_preset("mini-byte"), ae, tmp_path / "byte", cfg)
+    assert stepper.step == 901 and stepper.ema_text is not None
     result = CliRunner().invoke(app, ["train", "mini", "--out", str(tmp_path / "x"),
                                       "--preset", "huge"])
     assert result.exit_code == 2 and "unknown model preset 'huge'" in unboxed(result.output)

@@ -114,7 +114,7 @@ def seed_run_from_export(export_dir: Path, out: Path, preset) -> None:
     pooled-vector input layers start fresh and everything else is kept."""
     import torch
 
-    from openkontext.model import Flux, build_text_encoder
+    from openkontext.model import Flux, SentenceTextParams, build_text_encoder
     from openkontext.train.common import atomic_torch_save
     from openkontext.weights import load_mini
 
@@ -141,7 +141,10 @@ def seed_run_from_export(export_dir: Path, out: Path, preset) -> None:
     flux.load_state_dict({k: (v if k in restarted else kept[k]) for k, v in state.items()})
     same_text = type(model.preset.text) is type(preset.text) and model.preset.text == preset.text
     text = model.text if same_text else build_text_encoder(preset.text)
-    params = [p for p in (*flux.parameters(), *text.parameters()) if p.requires_grad]
+    # The optimiser's one group lists what the Stepper trains: a byte encoder is trained, a
+    # sentence encoder is not.
+    trained_text = [] if isinstance(preset.text, SentenceTextParams) else list(text.parameters())
+    params = [*flux.parameters(), *trained_text]
     if restarted:
         typer.echo(f"from {export_dir}: kept the transformer but for {', '.join(restarted)}")
     atomic_torch_save(
