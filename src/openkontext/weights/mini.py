@@ -58,7 +58,12 @@ def is_mini_export(path: str | Path) -> bool:
 
 def load_mini(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32):
     """A `LoadedModel` from a mini export folder (or its config file)."""
-    from openkontext.model import ByteTextEncoder, SentenceTextParams, build_text_encoder
+    from openkontext.model import (
+        ByteTextEncoder,
+        SentenceTextParams,
+        TextEncoderMissing,
+        build_text_encoder,
+    )
     from openkontext.pipeline import LoadedModel
 
     folder = Path(path)
@@ -83,7 +88,10 @@ def load_mini(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32
             modules["text"] = ByteTextEncoder(preset.text)
     if isinstance(preset.text, SentenceTextParams):
         # Frozen and not in the export: built from the installed package (hash checked).
-        modules["text"] = build_text_encoder(preset.text).to(device)
+        try:
+            modules["text"] = build_text_encoder(preset.text).to(device)
+        except TextEncoderMissing as e:
+            raise WeightsError(f"{config_path}: {e}") from None
     try:
         with safe_open(str(weights_path), framework="pt") as f:
             stored = set(f.keys())
