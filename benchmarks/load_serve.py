@@ -70,8 +70,10 @@ def serve(data_dir: str, weights: str | None, max_batch_images: int) -> None:
     from openkontext.serve.settings import ServeSettings
 
     torch.set_num_threads(1)
+    # NudeNet checks every output, as on a service with a photographic model ("auto" leaves it
+    # off for the mini model, whose pictures it misreads).
     settings = ServeSettings(data_dir=data_dir, queue_max_size=1000,
-                             max_batch_images=max_batch_images)
+                             max_batch_images=max_batch_images, image_classifier="nudenet")
     app = create_app(settings, lambda: make_kontext(weights))
     serve_on_free_port(app)
 

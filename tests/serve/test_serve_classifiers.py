@@ -285,3 +285,19 @@ def test_server_moderates_with_nudenet(serve):
     )
     assert flagged["status"] == "Content Moderated" and flagged["result"] is None
     assert flagged["details"]["reason"].startswith("output image 1: ")
+
+
+def test_auto_leaves_nudenet_off_for_the_mini_model(nudenet):
+    """NudeNet is trained on photographs; on the mini model's blurred 64 px shapes it fired
+    (0.64 FEMALE_BREAST_EXPOSED on a generation of coloured dots), so "auto" keeps it for
+    photographic models and "nudenet" still forces it."""
+    from openkontext.serve.app import draws_photographs
+
+    classifier, summary = load_image_classifier("auto", photographic=False)
+    assert classifier is None and "mini model draws 64 px Shapes World pictures" in summary
+    classifier, _ = load_image_classifier("nudenet", photographic=False)
+    assert isinstance(classifier, NudeNetClassifier)
+    classifier, _ = load_image_classifier("auto", photographic=True)
+    assert isinstance(classifier, NudeNetClassifier)
+    assert not draws_photographs(None) and not draws_photographs("random:mini")
+    assert draws_photographs("/models/FLUX.1-Kontext-dev")

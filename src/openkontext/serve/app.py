@@ -37,6 +37,15 @@ from openkontext.serve.worker import Worker
 log = logging.getLogger("openkontext.serve")
 
 
+def draws_photographs(weights) -> bool:
+    """False for the mini model (embedded, a mini export, or random): Shapes World pictures."""
+    from openkontext.weights import is_mini_export
+
+    if weights is None or str(weights).partition(":")[0] == "random":
+        return False
+    return not is_mini_export(weights)
+
+
 def create_app(
     settings: ServeSettings | None = None,
     kontext_factory: Callable[[], Kontext] | None = None,
@@ -53,7 +62,10 @@ def create_app(
     # Before any file is made: a classifier that is configured but cannot load stops start-up.
     if image_classifier is None:
         image_classifier, classifier_summary = load_image_classifier(
-            s.image_classifier, s.image_classifier_weights, s.image_classifier_threshold
+            s.image_classifier,
+            s.image_classifier_weights,
+            s.image_classifier_threshold,
+            photographic=draws_photographs(s.weights),
         )
     else:
         classifier_summary = f"{image_classifier} (passed to create_app)"

@@ -19,8 +19,8 @@ How an output image is judged:
    parts, faces, feet, bellies, armpits, male chests) are always allowed.
 
 The `image_classifier` setting selects what runs (`load_image_classifier`): "auto" (NudeNet
-when its weights and onnxruntime are installed, else nothing), "nudenet" (must load), "none",
-or a 'module:attribute' plug-in.
+when its weights and onnxruntime are installed and the model draws photographs, else nothing),
+"nudenet" (must load), "none", or a 'module:attribute' plug-in.
 """
 
 from __future__ import annotations
@@ -185,17 +185,28 @@ class NudeNetClassifier:
 
 
 def load_image_classifier(
-    setting: str | None, weights: str | None = None, threshold: float = 0.5
+    setting: str | None,
+    weights: str | None = None,
+    threshold: float = 0.5,
+    photographic: bool = True,
 ) -> tuple[ImageClassifier | None, str]:
     """The `image_classifier` setting -> (the classifier or None, a line saying what runs).
 
     "auto" skips NudeNet when it is not installed, unless `weights` names a file: a configured
-    path is meant to be used, so its failure stops start-up as it does for "nudenet"."""
+    path is meant to be used, so its failure stops start-up as it does for "nudenet". It also
+    skips it for a model that does not draw photographs (`photographic` False: the mini
+    model's flat 64 px shapes), where the detector, trained on photographs, is unreliable: it
+    scored a blurred generation of coloured dots 0.64 FEMALE_BREAST_EXPOSED."""
     if not setting or setting == "none":
         return None, "none"
     if setting == "nudenet" or (setting == "auto" and weights is not None):
         classifier = NudeNetClassifier(weights, threshold)
         return classifier, str(classifier)
+    if setting == "auto" and not photographic:
+        return None, (
+            "none (auto: the mini model draws 64 px Shapes World pictures, on which NudeNet, "
+            'trained on photographs, is unreliable; image_classifier = "nudenet" runs it)'
+        )
     if setting == "auto":
         try:
             classifier = NudeNetClassifier(None, threshold)
