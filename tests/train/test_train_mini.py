@@ -96,6 +96,7 @@ def test_a_byte_text_export_seeds_a_sentence_text_run(tmp_path):
     assert state["step"] == 0 and state["preset"] == "mini"
     assert state["init_from"]["restarted"] == ["txt_in.weight", "vector_in.in_layer.weight"]
     assert state["text"] == {} and state["ema_text"] == {}
+    assert "optimizer" not in state  # the Stepper makes one over what it trains
     stored = load_model(tmp_path / "old").flux.state_dict()  # as exported (fp16)
     for key, value in state["flux"].items():
         if key in state["init_from"]["restarted"]:

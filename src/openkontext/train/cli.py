@@ -108,13 +108,14 @@ def _check_run_preset(out: Path, name: str) -> None:
 
 def seed_run_from_export(export_dir: Path, out: Path, preset) -> None:
     """Write run checkpoints (ae.pt, flux.pt) holding a mini export's weights, so that training
-    continues from them on a machine that has no run folder. Optimiser state starts fresh; the
-    export's EMA weights become both the live and the EMA weights. When `preset` reads text
-    differently from the export (byte encoder -> sentence encoder), the transformer's text and
-    pooled-vector input layers start fresh and everything else is kept."""
+    continues from them on a machine that has no run folder. No optimiser state is written (the
+    Stepper starts a fresh one); the export's EMA weights become both the live and the EMA
+    weights. When `preset` reads text differently from the export (byte encoder -> sentence
+    encoder), the transformer's text and pooled-vector input layers start fresh and everything
+    else is kept."""
     import torch
 
-    from openkontext.model import Flux, SentenceTextParams, build_text_encoder
+    from openkontext.model import Flux, build_text_encoder
     from openkontext.train.common import atomic_torch_save
     from openkontext.weights import load_mini
 
@@ -141,10 +142,6 @@ def seed_run_from_export(export_dir: Path, out: Path, preset) -> None:
     flux.load_state_dict({k: (v if k in restarted else kept[k]) for k, v in state.items()})
     same_text = type(model.preset.text) is type(preset.text) and model.preset.text == preset.text
     text = model.text if same_text else build_text_encoder(preset.text)
-    # The optimiser's one group lists what the Stepper trains: a byte encoder is trained, a
-    # sentence encoder is not.
-    trained_text = [] if isinstance(preset.text, SentenceTextParams) else list(text.parameters())
-    params = [*flux.parameters(), *trained_text]
     if restarted:
         typer.echo(f"from {export_dir}: kept the transformer but for {', '.join(restarted)}")
     atomic_torch_save(
@@ -155,7 +152,7 @@ def seed_run_from_export(export_dir: Path, out: Path, preset) -> None:
             "text": text.state_dict(),
             "ema_flux": flux.state_dict(),
             "ema_text": text.state_dict(),
-            "optimizer": torch.optim.AdamW(params).state_dict(),
+            # no "optimizer": the Stepper starts a fresh one, over what it trains
             "preset": preset.name,
             "init_from": {"folder": str(export_dir), **info, "restarted": restarted},
             "config": {"init_from": str(export_dir)},

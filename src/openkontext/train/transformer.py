@@ -68,8 +68,8 @@ class Stepper:
             self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)
         )
         self.ema_flux = EMA(self.flux, cfg.ema_decay)
-        self.text_trained = any(p.requires_grad for p in self.text.parameters())
-        self.ema_text = EMA(self.text, cfg.ema_decay) if self.text_trained else None
+        text_trained = any(p.requires_grad for p in self.text.parameters())
+        self.ema_text = EMA(self.text, cfg.ema_decay) if text_trained else None
         self.step = self.started_at = 0
         self.init_from: dict | None = None  # where a seeded run's weights came from
 
@@ -168,7 +168,8 @@ class Stepper:
         self.ema_flux.load_state_dict(state["ema_flux"])
         if self.ema_text is not None:
             self.ema_text.load_state_dict(state["ema_text"])
-        self.opt.load_state_dict(state["optimizer"])
+        if "optimizer" in state:  # a run seeded from an export has none: fresh moments
+            self.opt.load_state_dict(state["optimizer"])
 
 
 def quick_eval(model: LoadedModel, cases: int, steps: int, seed: int = 999) -> dict:
