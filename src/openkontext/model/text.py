@@ -124,11 +124,11 @@ class SentenceTextParams:
     kind: str = "sentence"
 
     @property
-    def context_dim(self) -> int:
+    def context_dim(self) -> int:  # as ByteTextParams: what Flux's context_in_dim must be
         return self.width
 
     @property
-    def vec_dim(self) -> int:
+    def vec_dim(self) -> int:  # and its vec_in_dim
         return self.width
 
     def to_dict(self) -> dict:
@@ -143,7 +143,7 @@ def text_params_from_dict(d: dict) -> ByteTextParams | SentenceTextParams:
     """Either kind of text parameters; exports without a `kind` hold the byte encoder."""
     if d.get("kind", "byte") == "sentence":
         return SentenceTextParams.from_dict(d)
-    return ByteTextParams.from_dict({k: v for k, v in d.items() if k != "kind"})
+    return ByteTextParams.from_dict(d)
 
 
 class TextEncoderMissing(RuntimeError):
@@ -182,14 +182,12 @@ class SentenceTextEncoder(nn.Module):
     and their masked mean, scaled to unit RMS, as the pooled vector. Not trained, not saved in
     exports (the config names it and its hash)."""
 
-    def __init__(self, params: SentenceTextParams, folder: str | Path | None = None):
+    def __init__(self, params: SentenceTextParams):
         super().__init__()
-        try:
-            import transformers
-        except ImportError as e:  # pragma: no cover - transformers is a dependency
-            raise TextEncoderMissing(f"the {params.name} text encoder needs `transformers`") from e
+        import transformers  # a dependency; imported here because it takes seconds
+
         self.params = params
-        folder = Path(folder) if folder is not None else sentence_encoder_folder(params)
+        folder = sentence_encoder_folder(params)
         # Quiet loading: no per-key report or progress bar on every CLI start.
         log = transformers.logging
         verbosity, bars = log.get_verbosity(), log.is_progress_bar_enabled()
