@@ -124,3 +124,44 @@ def test_a_byte_text_export_seeds_a_sentence_text_run(tmp_path):
 def unboxed(output: str) -> str:
     """typer's error box as one line of words."""
     return " ".join(re.sub("[\u2500-\u257f]", " ", output).split())
+
+
+def test_decoder_fine_tuning_keeps_the_encoder_and_resumes(run, tmp_path):
+    """`train decoder` changes the decoder alone (so latents, and a transformer trained on them,
+    stay valid), resumes from ae.pt, and the export records its steps."""
+    import shutil
+
+    out, _, _ = run
+    shutil.copytree(out, tmp_path / "run")
+    run_dir = tmp_path / "run"
+    before = torch.load(run_dir / "ae.pt", weights_only=False)
+    result = CliRunner().invoke(app, ["train", "decoder", "--run", str(run_dir), "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    after = torch.load(run_dir / "ae.pt", weights_only=False)
+    assert after["decoder"]["step"] == 2 and after["params"] == before["params"]
+    for key, value in before["model"].items():
+        same = torch.equal(value.float(), after["model"][key])
+        assert same == key.startswith("encoder."), key
+    log = [json.loads(line) for line in (run_dir / "decoder_log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 2 and log[-1]["psnr"] > 0
+    # resuming continues the count; a finished count trains nothing more
+    assert CliRunner().invoke(app, ["train", "decoder", "--run", str(run_dir),
+                                    "--steps", "3"]).exit_code == 0
+    resumed = torch.load(run_dir / "ae.pt", weights_only=False)
+    assert resumed["decoder"]["step"] == 3
+    result = CliRunner().invoke(app, ["train", "export", "--run", str(run_dir), "--out",
+                                      str(tmp_path / "export")])
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "export" / "mini.json").read_text())["info"]
+    assert info["decoder_steps"] == 3
+    assert torch.equal(load_model(tmp_path / "export").ae.decoder.conv_out.weight.float(),
+                       resumed["model"]["decoder.conv_out.weight"].half().float())
+
+
+def test_decoder_fine_tuning_needs_a_finished_autoencoder(tmp_path):
+    result = CliRunner().invoke(app, ["train", "decoder", "--run", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "no autoencoder to fine-tune" in unboxed(result.output)
+    (tmp_path / "half").mkdir()
+    torch.save({"done": False, "step": 1}, tmp_path / "half" / "ae.pt")
+    result = CliRunner().invoke(app, ["train", "decoder", "--run", str(tmp_path / "half")])
+    assert result.exit_code == 2 and "has not finished training" in unboxed(result.output)

@@ -139,3 +139,76 @@ def train_autoencoder(
     step = cfg.steps
     save(done=True)
     return ae
+
+
+@dataclass(frozen=True)
+class DecoderTrainConfig:
+    steps: int = 4000
+    batch_size: int = 16
+    lr: float = 3e-4
+    warmup: int = 50
+    filter_prob: float = 0.3
+    checkpoint_every: int = 100
+    seed: int = 1
+
+
+def train_decoder(out: Path, cfg: DecoderTrainConfig) -> AutoEncoder:
+    """Fine-tune only the decoder of a finished autoencoder (out/ae.pt), on the posterior mean.
+
+    The encoder, and with it the latent space and its shift/scale, stays exactly as it was, so a
+    transformer trained on these latents stays valid and can keep training at the same time.
+    The decoder's own step count and optimiser live in ae.pt under "decoder"; each checkpoint
+    rewrites ae.pt atomically, so `train export` always sees a consistent autoencoder.
+    """
+    ckpt_path = out / "ae.pt"
+    if not ckpt_path.exists():
+        raise FileNotFoundError(f"{ckpt_path}: no autoencoder to fine-tune")
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if not state.get("done"):
+        raise ValueError(f"{ckpt_path}: the autoencoder has not finished training")
+    ae = AutoEncoder(AutoEncoderParams.from_dict(state["params"]))
+    ae.load_state_dict({k: v.float() for k, v in state["model"].items()})
+    ae.encoder.requires_grad_(False).eval()
+    opt = torch.optim.AdamW(ae.decoder.parameters(), lr=cfg.lr, weight_decay=0.0)
+    held = state.get("decoder", {})
+    step = held.get("step", 0)
+    if "optimizer" in held:
+        opt.load_state_dict(held["optimizer"])
+    log = JsonlLog(out / "decoder_log.jsonl")
+    rng = random.Random(cfg.seed * 1_000_003 + step)
+    size = ae.params.resolution
+
+    def save() -> None:
+        state["model"] = ae.state_dict()
+        state["decoder"] = {
+            "step": step,
+            "optimizer": opt.state_dict(),
+            "config": dataclasses.asdict(cfg),
+        }
+        atomic_torch_save(state, ckpt_path)
+
+    with progress_bar("decoder") as bar:
+        task = bar.add_task("decoder", total=cfg.steps, completed=step, info="")
+        while step < cfg.steps:
+            warm = min(1.0, (step + 1) / cfg.warmup)
+            lr = cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+            for group in opt.param_groups:
+                group["lr"] = lr
+            x = ae_batch(rng, cfg.batch_size, size, cfg.filter_prob)
+            with torch.no_grad():
+                mean, _ = ae.encode_moments(x)
+            recon = ae.decoder(mean)
+            loss = F.l1_loss(recon, x) + F.mse_loss(recon, x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(ae.decoder.parameters(), 1.0)
+            opt.step()
+            step += 1
+            if step % 25 == 0 or step == cfg.steps:
+                p = psnr(recon.detach(), x).median().item()
+                log.write(step=step, loss=round(loss.item(), 5), psnr=round(p, 2), lr=lr)
+                bar.update(task, completed=step, info=f"loss {loss.item():.4f} psnr {p:.1f} dB")
+            if step % cfg.checkpoint_every == 0:
+                save()
+    save()
+    return ae.eval()

@@ -55,6 +55,30 @@ def train_mini(
     train_transformer(preset, ae, out, FlowTrainConfig(steps=steps), resume)
 
 
+@app.command("decoder")
+def train_decoder_cmd(
+    run: Annotated[Path, typer.Option(help="run folder whose ae.pt has finished training")] = Path(
+        "runs/mini"
+    ),
+    steps: Annotated[int, typer.Option(help="decoder steps (total, including resumed)")] = 4000,
+    lr: Annotated[float, typer.Option(help="peak learning rate (cosine to 0)")] = 3e-4,
+    threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default)")] = 0,
+) -> None:
+    """Fine-tune the autoencoder's decoder alone (the encoder and its latents stay as they are),
+    so it can run beside `train mini` on the same run folder and lift the reconstruction ceiling."""
+    import torch
+
+    from openkontext.train.autoencoder import DecoderTrainConfig, train_decoder
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        train_decoder(run, DecoderTrainConfig(steps=steps, lr=lr))
+    except (FileNotFoundError, ValueError) as e:
+        raise typer.BadParameter(str(e), param_hint="--run") from None
+    typer.echo(f"decoder fine-tuned to step {steps}: {run / 'ae.pt'}")
+
+
 @app.command("export")
 def export(
     run: Annotated[Path, typer.Option(help="run folder written by `train mini`")] = Path(
@@ -87,6 +111,8 @@ def export(
     flux.load_state_dict(flux_state["ema_flux"])
     text.load_state_dict(flux_state["ema_text"])
     info = {"ae_steps": ae_state["step"], "transformer_steps": flux_state["step"]}
+    if "decoder" in ae_state:
+        info["decoder_steps"] = ae_state["decoder"]["step"]
     if "init_from" in flux_state:
         info["init_from"] = flux_state["init_from"]
     folder = save_mini(out or EMBEDDED_DIR, preset, flux, ae, text, info=info)
