@@ -7,8 +7,9 @@ import torch
 from PIL import Image
 
 from openkontext import flow
-from openkontext.imaging import ImageError
-from openkontext.pipeline import Kontext, LoadedModel, Settings, initial_noise
+from openkontext.imaging import ImageError, image_to_tensor, tensor_to_uint8
+from openkontext.pipeline import Kontext, LoadedModel, Settings, initial_noise, round_trip
+from openkontext.preserve import changed_region
 from openkontext.world.render import render, to_pil
 from openkontext.world.scene import random_scene
 
@@ -66,6 +67,11 @@ def test_preserve_keeps_untouched_pixels_bit_identical(kontext, scene_png):
     out = np.asarray(r.images[0])
     region = r.changed[0]
     assert np.array_equal(out[~region], original[~region])
+    # the region is where the raw output departs from the input's autoencoder round trip
+    raw = kontext.edit(scene_png, "make the circle blue", seed=1, steps=2, preserve=False)
+    trip = tensor_to_uint8(round_trip(kontext.model, image_to_tensor(original)))[0]
+    assert np.array_equal(region, changed_region(trip, np.asarray(raw.images[0])))
+    assert np.array_equal(out[region], np.asarray(raw.images[0])[region])
 
 
 def test_progress_and_cancellation(kontext, scene_png):

@@ -28,3 +28,19 @@ def test_global_change_keeps_the_whole_output():
 def test_identical_images_change_nothing():
     img = np.full((8, 8, 3), 7, np.uint8)
     assert not changed_region(img, img).any()
+
+
+def test_a_baseline_keeps_the_autoencoders_own_error_out_of_the_region():
+    """Compared with the input, an output that merely has the autoencoder's soft edges looks
+    changed along every edge; compared with the input's round trip, only the real edit does."""
+    original = np.zeros((32, 32, 3), np.uint8)
+    original[:, 16:] = 255  # a sharp edge
+    baseline = original.copy()
+    baseline[:, 15:17] = 128  # the round trip softens it
+    edited = baseline.copy()
+    edited[2:6, 2:6] = [255, 0, 0]  # the edit
+    naive = changed_region(original, edited, grow=0)
+    assert naive[:, 15:17].all() and naive.sum() == 16 + 32 * 2
+    result, region = paste_back(original, edited, baseline, grow=0)
+    assert region.sum() == 16 and region[2:6, 2:6].all()
+    assert np.array_equal(result[~region], original[~region])  # the sharp edge, bit for bit

@@ -113,6 +113,14 @@ def encode_references(model: LoadedModel, images: list[Tensor]) -> References:
 
 
 @torch.no_grad()
+def round_trip(model: LoadedModel, image: Tensor) -> Tensor:
+    """(B, 3, H, W) in [-1, 1] -> the same picture encoded and decoded by the autoencoder: the
+    closest any output can come to it, and so the baseline paste-back compares outputs with."""
+    with model.using(model.ae) as ae:
+        return ae.decode(ae.encode(image.to(model.device, model.dtype))).float().clamp(-1, 1)
+
+
+@torch.no_grad()
 def sample_latents(
     model: LoadedModel,
     txt: Tensor,
@@ -473,7 +481,9 @@ class Kontext:
             changed: list[np.ndarray] = []
             if p.preserve and p.ref_images and p.ref_images[0].size == (p.width, p.height):
                 original = imaging.image_to_array(p.ref_images[0])
-                pasted = [paste_back(original, a) for a in mine]
+                tensor = imaging.image_to_tensor(p.ref_images[0])
+                baseline = imaging.tensor_to_uint8(round_trip(self.model, tensor))[0]
+                pasted = [paste_back(original, a, baseline) for a in mine]
                 mine, changed = [x[0] for x in pasted], [x[1] for x in pasted]
             results.append(
                 Result(

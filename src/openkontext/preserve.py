@@ -1,9 +1,13 @@
 """Keep unedited pixels bit-identical to the input ("paste-back").
 
 The model regenerates every pixel, so even untouched areas drift a little, and over many turns
-the drift adds up. After decoding, the region the edit changed is found by comparing output and
-input; it is grown by a margin (to keep anti-aliased edges and shadows of the edit), and every
-pixel outside it is copied back from the input.
+the drift adds up. After decoding, the region the edit changed is found by comparing the output
+with a baseline; it is grown by a margin (to keep anti-aliased edges and shadows of the edit),
+and every pixel outside it is copied back from the input.
+
+The baseline is best the input passed through the autoencoder (encode, then decode): an output
+that left a region alone can be no closer to the input than that round trip, so comparing with
+the input itself counts the autoencoder's own error (soft edges, shifted colours) as changes.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ def changed_region(
 ) -> np.ndarray:
     """Where the edit changed the picture: (H, W) bool.
 
-    original, edited: (H, W, 3) uint8 of the same size. A pixel is changed when any channel
-    differs by more than `threshold`; the region is dilated by `grow` px. When most of the
-    image changed (a global edit such as a filter or a new background), all of it is returned.
+    original, edited: (H, W, 3) uint8 of the same size (original may be the input's
+    autoencoder round trip, see above). A pixel is changed when any channel differs by more than
+    `threshold`; the region is dilated by `grow` px. When most of the image changed (a global
+    edit such as a filter or a new background), all of it is returned.
     """
     if original.shape != edited.shape:
         raise ValueError(f"sizes differ: {original.shape} vs {edited.shape}")
@@ -39,7 +44,12 @@ def changed_region(
     return changed
 
 
-def paste_back(original: np.ndarray, edited: np.ndarray, **kwargs) -> tuple[np.ndarray, np.ndarray]:
-    """(result, region): the edited pixels inside the changed region, the input elsewhere."""
-    region = changed_region(original, edited, **kwargs)
+def paste_back(
+    original: np.ndarray, edited: np.ndarray, baseline: np.ndarray | None = None, **kwargs
+) -> tuple[np.ndarray, np.ndarray]:
+    """(result, region): the edited pixels inside the changed region, the input elsewhere.
+
+    baseline: what `edited` is compared with to find the region (default: the input itself);
+    pass the input's autoencoder round trip."""
+    region = changed_region(original if baseline is None else baseline, edited, **kwargs)
     return np.where(region[..., None], edited, original), region
