@@ -4,7 +4,9 @@ encoded and decoded, scored against itself like a model output would be.
 A model whose latent were exactly the target's could do no better than this, so per-category
 success here caps what the transformer can reach on `openkontext eval --suite shapes`.
 
-    .venv/bin/python benchmarks/ae_ceiling.py [--weights W] [--suite-size 10]
+    .venv/bin/python benchmarks/ae_ceiling.py [--weights W] [--suite-size 10] [--save PNG]
+
+--save writes the first eight targets (top row) over their round trips (bottom row), at 3x.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections import defaultdict
 
 import numpy as np
 import torch
+from PIL import Image
 
 from openkontext import imaging
 from openkontext.eval.dataset import load_cases
@@ -27,6 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", default=None, help="default: the embedded mini model")
     parser.add_argument("--suite-size", type=int, default=10)
+    parser.add_argument("--save", default=None, help="write targets over round trips here")
     args = parser.parse_args()
     ae = load_model(args.weights).ae.float()
     scores: dict[str, list[float]] = defaultdict(list)
@@ -40,6 +44,10 @@ def main() -> None:
     for case, target, out in zip(singles, targets, back, strict=True):
         scores[case.category].append(psnr(out, target))
         scores["all"].append(scores[case.category][-1])
+    if args.save:
+        grid = np.concatenate([np.concatenate(list(row[:8]), 1) for row in (targets, back)], 0)
+        image = Image.fromarray(grid)
+        image.resize((image.width * 3, image.height * 3), Image.NEAREST).save(args.save)
     print(f"autoencoder round trip of the suite's targets at {size} px (PSNR in dB)")
     print(f"{'category':>12}  {'n':>3}  {'median':>6}  {'>= 25 dB':>8}")
     for name in sorted(scores, key=lambda k: (k == "all", k)):

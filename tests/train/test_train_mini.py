@@ -165,3 +165,19 @@ def test_decoder_fine_tuning_needs_a_finished_autoencoder(tmp_path):
     torch.save({"done": False, "step": 1}, tmp_path / "half" / "ae.pt")
     result = CliRunner().invoke(app, ["train", "decoder", "--run", str(tmp_path / "half")])
     assert result.exit_code == 2 and "has not finished training" in unboxed(result.output)
+
+
+def test_reconstruction_loss_weighs_object_pixels():
+    from openkontext.train.autoencoder import object_mask, reconstruction_loss
+
+    x = torch.full((1, 3, 16, 16), -1.0)
+    x[:, :, 4:6, 4:6] = 1.0  # one small object on a plain background
+    mask = object_mask(x)
+    assert mask.sum() == 4 * 4 and mask[0, 0, 3:7, 3:7].all()  # 2x2 grown by a pixel
+    on_object, on_background = x.clone(), x.clone()
+    on_object[:, :, 4, 4] -= 0.5
+    on_background[:, :, 12, 12] += 0.5
+    plain = reconstruction_loss(on_object, x, 0.0)
+    assert torch.isclose(plain, (on_object - x).abs().mean() + (on_object - x).pow(2).mean())
+    assert torch.isclose(plain, reconstruction_loss(on_background, x, 0.0))
+    assert reconstruction_loss(on_object, x, 4.0) == 5 * reconstruction_loss(on_background, x, 4.0)
