@@ -149,6 +149,7 @@ def test_decoder_fine_tuning_keeps_the_encoder_and_resumes(run, tmp_path):
                                     "--steps", "3"]).exit_code == 0
     resumed = torch.load(run_dir / "ae.pt", weights_only=False)
     assert resumed["decoder"]["step"] == 3
+    assert (resumed["decoder"]["cycle_start"], resumed["decoder"]["cycle_end"]) == (2, 3)
     result = CliRunner().invoke(app, ["train", "export", "--run", str(run_dir), "--out",
                                       str(tmp_path / "export")])
     assert result.exit_code == 0, result.output

@@ -201,6 +201,9 @@ def train_decoder(out: Path, cfg: DecoderTrainConfig) -> AutoEncoder:
     step = held.get("step", 0)
     if "optimizer" in held:
         opt.load_state_dict(held["optimizer"])
+    # One warm-up and cosine per cycle: a run resumed towards the same total continues its
+    # cycle; a larger total starts a new one from the current step.
+    start = held.get("cycle_start", 0) if held.get("cycle_end") == cfg.steps else step
     log = JsonlLog(out / "decoder_log.jsonl")
     rng = random.Random(cfg.seed * 1_000_003 + step)
     size = ae.params.resolution
@@ -210,6 +213,8 @@ def train_decoder(out: Path, cfg: DecoderTrainConfig) -> AutoEncoder:
         state["decoder"] = {
             "step": step,
             "optimizer": opt.state_dict(),
+            "cycle_start": start,
+            "cycle_end": cfg.steps,
             "config": dataclasses.asdict(cfg),
         }
         atomic_torch_save(state, ckpt_path)
@@ -217,8 +222,9 @@ def train_decoder(out: Path, cfg: DecoderTrainConfig) -> AutoEncoder:
     with progress_bar("decoder") as bar:
         task = bar.add_task("decoder", total=cfg.steps, completed=step, info="")
         while step < cfg.steps:
-            warm = min(1.0, (step + 1) / cfg.warmup)
-            lr = cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+            done = (step - start) / (cfg.steps - start)
+            warm = min(1.0, (step - start + 1) / cfg.warmup)
+            lr = cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * done))
             for group in opt.param_groups:
                 group["lr"] = lr
             x = ae_batch(rng, cfg.batch_size, size, cfg.filter_prob)
