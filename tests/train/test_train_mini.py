@@ -182,3 +182,22 @@ def test_reconstruction_loss_weighs_object_pixels():
     assert torch.isclose(plain, (on_object - x).abs().mean() + (on_object - x).pow(2).mean())
     assert torch.isclose(plain, reconstruction_loss(on_background, x, 0.0))
     assert reconstruction_loss(on_object, x, 4.0) == 5 * reconstruction_loss(on_background, x, 4.0)
+
+
+def test_cooldown_lowers_the_learning_rate_linearly_to_the_last_step(run):
+    import random
+
+    from openkontext.train.transformer import Stepper
+
+    _, ae, _ = run
+    cfg = FlowTrainConfig(steps=10, cooldown=4, warmup=1, lr=1e-3, edit_batch=1,
+                          generation_batch=0)
+    stepper = Stepper(get_preset("mini"), ae, cfg)
+    rates = []
+    for step in (5, 6, 8, 9):
+        stepper.step = step
+        rates.append(stepper.train_step(random.Random(0), torch.Generator())["lr"])
+    assert rates == pytest.approx([1e-3, 1e-3, 0.5e-3, 0.25e-3])
+    result = CliRunner().invoke(app, ["train", "mini", "--out", "unused", "--steps", "5",
+                                      "--cooldown", "6"])
+    assert result.exit_code == 2 and "between 0 and --steps (5)" in unboxed(result.output)

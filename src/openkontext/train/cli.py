@@ -22,6 +22,9 @@ def train_mini(
     steps: Annotated[
         int, typer.Option(help="transformer steps (total, including resumed)")
     ] = 40_000,
+    cooldown: Annotated[
+        int, typer.Option(help="lower the learning rate linearly to 0 over the last N steps")
+    ] = 0,
     threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default)")] = 0,
     init_from: Annotated[
         Path | None,
@@ -39,6 +42,10 @@ def train_mini(
     from openkontext.train.autoencoder import AETrainConfig, train_autoencoder
     from openkontext.train.transformer import FlowTrainConfig, train_transformer
 
+    if not 0 <= cooldown <= steps:
+        raise typer.BadParameter(
+            f"must be between 0 and --steps ({steps})", param_hint="--cooldown"
+        )
     if threads:
         torch.set_num_threads(threads)
     try:
@@ -52,7 +59,7 @@ def train_mini(
     ae = train_autoencoder(preset.ae, out, AETrainConfig(steps=ae_steps, batch_size=16), resume)
     typer.echo(f"autoencoder ready: scale {ae.params.scale_factor} shift {ae.params.shift_factor}")
     preset = dataclasses.replace(preset, ae=ae.params)
-    train_transformer(preset, ae, out, FlowTrainConfig(steps=steps), resume)
+    train_transformer(preset, ae, out, FlowTrainConfig(steps=steps, cooldown=cooldown), resume)
 
 
 @app.command("decoder")

@@ -36,6 +36,9 @@ class FlowTrainConfig:
     generation_batch: int = 8
     lr: float = 4e-4
     warmup: int = 300
+    # The last `cooldown` steps before `steps` lower the learning rate linearly to 0 (constant
+    # before: a run resumed towards a larger total goes back to the full rate).
+    cooldown: int = 0
     weight_decay: float = 0.01
     ema_decay: float = 0.999
     # logit-normal t: sigmoid(N(t_mean, t_std)). Centred at 0 (sessions 1-2) only 1.4% of
@@ -109,6 +112,8 @@ class Stepper:
         cfg, size = self.cfg, self.preset.native_size
         # Warm up again after every (re)start: a resumed or export-seeded optimiser may be fresh.
         lr = cfg.lr * min(1.0, (self.step - self.started_at + 1) / cfg.warmup)
+        if cfg.cooldown:
+            lr *= min(1.0, (cfg.steps - self.step) / cfg.cooldown)
         for group in self.opt.param_groups:
             group["lr"] = lr
         edits = edit_batch(rng, cfg.edit_batch, size)
