@@ -201,3 +201,22 @@ def test_cooldown_lowers_the_learning_rate_linearly_to_the_last_step(run):
     result = CliRunner().invoke(app, ["train", "mini", "--out", "unused", "--steps", "5",
                                       "--cooldown", "6"])
     assert result.exit_code == 2 and "between 0 and --steps (5)" in unboxed(result.output)
+
+
+def test_warm_up_repeats_only_for_a_fresh_optimiser(run):
+    import random
+
+    from openkontext.train.transformer import Stepper
+
+    _, ae, _ = run
+    cfg = FlowTrainConfig(steps=1000, warmup=100, lr=1e-3, edit_batch=1, generation_batch=0)
+    first = Stepper(get_preset("mini"), ae, cfg)
+    first.step = 500  # as if it had trained 500 steps
+    state = first.state_dict()
+    resumed = Stepper(get_preset("mini"), ae, cfg)
+    resumed.load_state_dict(state)  # optimiser moments come along: no second warm-up
+    assert resumed.train_step(random.Random(0), torch.Generator())["lr"] == pytest.approx(1e-3)
+    del state["optimizer"]  # as a run seeded from an export: fresh moments
+    seeded = Stepper(get_preset("mini"), ae, cfg)
+    seeded.load_state_dict(state)
+    assert seeded.train_step(random.Random(0), torch.Generator())["lr"] == pytest.approx(1e-5)

@@ -73,7 +73,7 @@ class Stepper:
         self.ema_flux = EMA(self.flux, cfg.ema_decay)
         text_trained = any(p.requires_grad for p in self.text.parameters())
         self.ema_text = EMA(self.text, cfg.ema_decay) if text_trained else None
-        self.step = self.started_at = 0
+        self.step = self.warm_from = 0  # warm-up counts from a fresh optimiser's first step
         self.init_from: dict | None = None  # where a seeded run's weights came from
 
     def loss(
@@ -110,8 +110,7 @@ class Stepper:
 
     def train_step(self, rng: random.Random, gen: torch.Generator) -> dict:
         cfg, size = self.cfg, self.preset.native_size
-        # Warm up again after every (re)start: a resumed or export-seeded optimiser may be fresh.
-        lr = cfg.lr * min(1.0, (self.step - self.started_at + 1) / cfg.warmup)
+        lr = cfg.lr * min(1.0, (self.step - self.warm_from + 1) / cfg.warmup)
         if cfg.cooldown:
             lr *= min(1.0, (cfg.steps - self.step) / cfg.cooldown)
         for group in self.opt.param_groups:
@@ -162,19 +161,24 @@ class Stepper:
             "ema_flux": self.ema_flux.state_dict(),
             "ema_text": self.ema_text.state_dict() if self.ema_text is not None else {},
             "optimizer": self.opt.state_dict(),
+            "warm_from": self.warm_from,
             **({"init_from": self.init_from} if self.init_from else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.step = self.started_at = state["step"]
+        self.step = state["step"]
         self.init_from = state.get("init_from")
         self.flux.load_state_dict(state["flux"])
         self.text.load_state_dict(state["text"])
         self.ema_flux.load_state_dict(state["ema_flux"])
         if self.ema_text is not None:
             self.ema_text.load_state_dict(state["ema_text"])
-        if "optimizer" in state:  # a run seeded from an export has none: fresh moments
+        if "optimizer" in state:
             self.opt.load_state_dict(state["optimizer"])
+            # older checkpoints did not record it: their warm-up is long over
+            self.warm_from = state.get("warm_from", self.step - self.cfg.warmup)
+        else:  # a run seeded from an export has none: fresh moments, warmed up again
+            self.warm_from = self.step
 
 
 def quick_eval(model: LoadedModel, cases: int, steps: int, seed: int = 999) -> dict:
