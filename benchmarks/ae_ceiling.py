@@ -6,7 +6,7 @@ success here caps what the transformer can reach on `openkontext eval --suite sh
 
     .venv/bin/python benchmarks/ae_ceiling.py [--weights W] [--suite-size 10] [--save PNG]
 
---save writes the first eight targets (top row) over their round trips (bottom row), at 3x.
+--save writes the first eight targets (top row) over their round trips (bottom row).
 """
 
 from __future__ import annotations
@@ -46,8 +46,7 @@ def main() -> None:
         scores["all"].append(scores[case.category][-1])
     if args.save:
         grid = np.concatenate([np.concatenate(list(row[:8]), 1) for row in (targets, back)], 0)
-        image = Image.fromarray(grid)
-        image.resize((image.width * 3, image.height * 3), Image.NEAREST).save(args.save)
+        Image.fromarray(grid).save(args.save)
     print(f"autoencoder round trip of the suite's targets at {size} px (PSNR in dB)")
     print(f"{'category':>12}  {'n':>3}  {'median':>6}  {'>= 25 dB':>8}")
     for name in sorted(scores, key=lambda k: (k == "all", k)):
