@@ -167,16 +167,15 @@ def train_autoencoder(
 
 @dataclass(frozen=True)
 class DecoderTrainConfig:
-    steps: int = 4000
+    steps: int = 5000
     batch_size: int = 16
-    lr: float = 3e-4
+    lr: float = 1e-3
     warmup: int = 50
     filter_prob: float = 0.3
     object_weight: float = 4.0  # see reconstruction_loss
     autocast_bf16: bool = True  # convolutions in bf16: 2x faster per step on this CPU (AMX)
     checkpoint_every: int = 100
     seed: int = 1
-
 
 
 def train_decoder(out: Path, cfg: DecoderTrainConfig) -> AutoEncoder:

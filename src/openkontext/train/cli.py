@@ -67,8 +67,11 @@ def train_decoder_cmd(
     run: Annotated[Path, typer.Option(help="run folder whose ae.pt has finished training")] = Path(
         "runs/mini"
     ),
-    steps: Annotated[int, typer.Option(help="decoder steps (total, including resumed)")] = 4000,
-    lr: Annotated[float, typer.Option(help="peak learning rate (cosine to 0)")] = 3e-4,
+    steps: Annotated[
+        int, typer.Option(help="decoder steps (total, including resumed; a larger total than "
+                          "the last run's starts a new learning-rate cycle)")
+    ] = 5000,
+    lr: Annotated[float, typer.Option(help="peak learning rate (cosine to 0)")] = 1e-3,
     threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default)")] = 0,
 ) -> None:
     """Fine-tune the autoencoder's decoder alone (the encoder and its latents stay as they are),
