@@ -23,7 +23,7 @@ from openkontext.preserve import paste_back
 from openkontext.weights import load_model
 from openkontext.world.sampling import edit_batch_from, sample_edit
 
-THRESHOLDS = (16, 24, 32, 48, 64)
+THRESHOLDS = (24, 32, 48, 64, 96)
 GROWS = (0, 1, 2, 3)
 
 

@@ -8,6 +8,8 @@ and every pixel outside it is copied back from the input.
 The baseline is best the input passed through the autoencoder (encode, then decode): an output
 that left a region alone can be no closer to the input than that round trip, so comparing with
 the input itself counts the autoencoder's own error (soft edges, shifted colours) as changes.
+The default threshold and margin were chosen on 240 fresh Shapes World edits with the mini model
+(benchmarks/paste_back_sweep.py, docs/mini.md session 4).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import torch.nn.functional as F
 def changed_region(
     original: np.ndarray,
     edited: np.ndarray,
-    threshold: int = 24,
-    grow: int = 2,
+    threshold: int = 48,
+    grow: int = 0,
     min_fraction_for_global: float = 0.6,
 ) -> np.ndarray:
     """Where the edit changed the picture: (H, W) bool.
