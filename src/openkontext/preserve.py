@@ -2,8 +2,8 @@
 
 The model regenerates every pixel, so even untouched areas drift a little, and over many turns
 the drift adds up. After decoding, the region the edit changed is found by comparing the output
-with a baseline; it is grown by a margin (to keep anti-aliased edges and shadows of the edit),
-and every pixel outside it is copied back from the input.
+with a baseline (optionally grown by a margin), and every pixel outside it is copied back from
+the input.
 
 The baseline is best the input passed through the autoencoder (encode, then decode): an output
 that left a region alone can be no closer to the input than that round trip, so comparing with
