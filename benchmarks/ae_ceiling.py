@@ -4,7 +4,10 @@ encoded and decoded, scored against itself like a model output would be.
 A model whose latent were exactly the target's could do no better than this, so per-category
 success here caps what the transformer can reach on `openkontext eval --suite shapes`.
 
-    .venv/bin/python benchmarks/ae_ceiling.py [--weights W] [--suite-size 10] [--save PNG]
+    .venv/bin/python benchmarks/ae_ceiling.py [--weights W | --run RUN] [--suite-size 10]
+                                              [--save PNG]
+
+--run measures the autoencoder in a training run folder (RUN/ae.pt) before any export.
 
 --save writes the first eight targets (top row) over their round trips (bottom row).
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,16 +27,23 @@ from openkontext import imaging
 from openkontext.eval.dataset import load_cases
 from openkontext.eval.metrics import psnr
 from openkontext.eval.suite import build_suite
+from openkontext.model import AutoEncoder, AutoEncoderParams
 from openkontext.weights import load_model
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", default=None, help="default: the embedded mini model")
+    parser.add_argument("--run", default=None, help="a training run folder: its ae.pt")
     parser.add_argument("--suite-size", type=int, default=10)
     parser.add_argument("--save", default=None, help="write targets over round trips here")
     args = parser.parse_args()
-    ae = load_model(args.weights).ae.float()
+    if args.run:
+        state = torch.load(Path(args.run) / "ae.pt", map_location="cpu", weights_only=False)
+        ae = AutoEncoder(AutoEncoderParams.from_dict(state["params"]))
+        ae.load_state_dict(state["model"])
+    else:
+        ae = load_model(args.weights).ae.float()
     scores: dict[str, list[float]] = defaultdict(list)
     with tempfile.TemporaryDirectory() as tmp:
         size = ae.params.resolution
