@@ -71,6 +71,8 @@ def test_preserve_keeps_untouched_pixels_bit_identical(kontext, scene_png):
     raw = kontext.edit(scene_png, "make the circle blue", seed=1, steps=2, preserve=False)
     trip = tensor_to_uint8(round_trip(kontext.model, image_to_tensor(original)))[0]
     assert np.array_equal(region, changed_region(trip, np.asarray(raw.images[0])))
+    # ... which is not what comparing with the input itself would give
+    assert not np.array_equal(region, changed_region(original, np.asarray(raw.images[0])))
     assert np.array_equal(out[region], np.asarray(raw.images[0])[region])
 
 
