@@ -27,7 +27,7 @@ from openkontext import imaging
 from openkontext.eval.dataset import load_cases
 from openkontext.eval.metrics import psnr
 from openkontext.eval.suite import build_suite
-from openkontext.model import AutoEncoder, AutoEncoderParams
+from openkontext.train.autoencoder import load_finished_autoencoder
 from openkontext.weights import load_model
 
 
@@ -39,9 +39,7 @@ def main() -> None:
     parser.add_argument("--save", default=None, help="write targets over round trips here")
     args = parser.parse_args()
     if args.run:
-        state = torch.load(Path(args.run) / "ae.pt", map_location="cpu", weights_only=False)
-        ae = AutoEncoder(AutoEncoderParams.from_dict(state["params"]))
-        ae.load_state_dict(state["model"])
+        ae = load_finished_autoencoder(Path(args.run) / "ae.pt")[0]
     else:
         ae = load_model(args.weights).ae.float()
     scores: dict[str, list[float]] = defaultdict(list)

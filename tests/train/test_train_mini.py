@@ -161,7 +161,7 @@ def test_decoder_fine_tuning_keeps_the_encoder_and_resumes(run, tmp_path):
 
 def test_decoder_fine_tuning_needs_a_finished_autoencoder(tmp_path):
     result = CliRunner().invoke(app, ["train", "decoder", "--run", str(tmp_path / "none")])
-    assert result.exit_code == 2 and "no autoencoder to fine-tune" in unboxed(result.output)
+    assert result.exit_code == 2 and "no autoencoder checkpoint" in unboxed(result.output)
     (tmp_path / "half").mkdir()
     torch.save({"done": False, "step": 1}, tmp_path / "half" / "ae.pt")
     result = CliRunner().invoke(app, ["train", "decoder", "--run", str(tmp_path / "half")])

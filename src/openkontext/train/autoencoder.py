@@ -165,6 +165,18 @@ def train_autoencoder(
     return ae
 
 
+def load_finished_autoencoder(path: Path) -> tuple[AutoEncoder, dict]:
+    """A run's ae.pt whose stage 1 has finished: (the autoencoder, the checkpoint dict)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no autoencoder checkpoint")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not state.get("done"):
+        raise ValueError(f"{path}: the autoencoder has not finished training")
+    ae = AutoEncoder(AutoEncoderParams.from_dict(state["params"]))
+    ae.load_state_dict(state["model"])
+    return ae, state
+
+
 @dataclass(frozen=True)
 class DecoderTrainConfig:
     steps: int = 5000
@@ -187,13 +199,7 @@ def train_decoder(out: Path, cfg: DecoderTrainConfig) -> AutoEncoder:
     rewrites ae.pt atomically, so `train export` always sees a consistent autoencoder.
     """
     ckpt_path = out / "ae.pt"
-    if not ckpt_path.exists():
-        raise FileNotFoundError(f"{ckpt_path}: no autoencoder to fine-tune")
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    if not state.get("done"):
-        raise ValueError(f"{ckpt_path}: the autoencoder has not finished training")
-    ae = AutoEncoder(AutoEncoderParams.from_dict(state["params"]))
-    ae.load_state_dict({k: v.float() for k, v in state["model"].items()})
+    ae, state = load_finished_autoencoder(ckpt_path)
     ae.encoder.requires_grad_(False).eval()
     opt = torch.optim.AdamW(ae.decoder.parameters(), lr=cfg.lr, weight_decay=0.0)
     held = state.get("decoder", {})

@@ -102,20 +102,18 @@ def export(
     import torch
 
     from openkontext.model import (
-        AutoEncoder,
-        AutoEncoderParams,
         Flux,
         build_text_encoder,
         get_preset,
     )
+    from openkontext.train.autoencoder import load_finished_autoencoder
     from openkontext.weights import EMBEDDED_DIR, save_mini
 
-    ae_state = torch.load(run / "ae.pt", map_location="cpu", weights_only=False)
-    if not ae_state.get("done"):
-        raise typer.BadParameter(f"{run / 'ae.pt'}: the autoencoder has not finished training")
+    try:
+        ae, ae_state = load_finished_autoencoder(run / "ae.pt")
+    except (FileNotFoundError, ValueError) as e:
+        raise typer.BadParameter(str(e), param_hint="--run") from None
     flux_state = torch.load(run / "flux.pt", map_location="cpu", weights_only=False)
-    ae = AutoEncoder(AutoEncoderParams.from_dict(ae_state["params"]))
-    ae.load_state_dict(ae_state["model"])
     preset = dataclasses.replace(get_preset(flux_state.get("preset", "mini")), ae=ae.params)
     flux, text = Flux(preset.flux), build_text_encoder(preset.text)
     flux.load_state_dict(flux_state["ema_flux"])
