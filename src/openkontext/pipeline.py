@@ -476,13 +476,12 @@ class Kontext:
         arrays = list(imaging.tensor_to_uint8(out))
         # 4. Per request: paste back unedited pixels when the output has the first input's size.
         results, row = [], 0
-        for p in plans:
+        for p, refs in zip(plans, per_ref, strict=True):
             mine, row = arrays[row : row + len(p.seeds)], row + len(p.seeds)
             changed: list[np.ndarray] = []
             if p.preserve and p.ref_images and p.ref_images[0].size == (p.width, p.height):
                 original = imaging.image_to_array(p.ref_images[0])
-                tensor = imaging.image_to_tensor(p.ref_images[0])
-                baseline = imaging.tensor_to_uint8(round_trip(self.model, tensor))[0]
+                baseline = imaging.tensor_to_uint8(round_trip(self.model, refs[0]))[0]
                 pasted = [paste_back(original, a, baseline) for a in mine]
                 mine, changed = [x[0] for x in pasted], [x[1] for x in pasted]
             results.append(
