@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from openkontext.model import AutoEncoder, AutoEncoderParams
-from openkontext.train.common import JsonlLog, atomic_torch_save, progress_bar
+from openkontext.train.common import JsonlLog, atomic_torch_save, native_bf16, progress_bar
 from openkontext.world.render import apply_filter, render_batch, to_tensor
 from openkontext.world.scene import FILTERS, random_scene
 
@@ -35,7 +35,8 @@ class AETrainConfig:
     kl_weight: float = 1e-4
     filter_prob: float = 0.3
     object_weight: float = 4.0  # see reconstruction_loss (session 4; the shipped run used 0)
-    autocast_bf16: bool = True  # convolutions in bf16: 2x faster per step on this CPU (AMX)
+    # bf16 autocast where the CPU has bf16 hardware (see native_bf16), fp32 elsewhere
+    autocast_bf16: bool = dataclasses.field(default_factory=native_bf16)
     checkpoint_every: int = 250
     seed: int = 0
 
@@ -185,7 +186,8 @@ class DecoderTrainConfig:
     warmup: int = 50
     filter_prob: float = 0.3
     object_weight: float = 4.0  # see reconstruction_loss
-    autocast_bf16: bool = True  # convolutions in bf16: 2x faster per step on this CPU (AMX)
+    # bf16 autocast where the CPU has bf16 hardware (see native_bf16), fp32 elsewhere
+    autocast_bf16: bool = dataclasses.field(default_factory=native_bf16)
     checkpoint_every: int = 100
     seed: int = 1
 
