@@ -221,3 +221,31 @@ def test_warm_up_repeats_only_for_a_fresh_optimiser(run):
     seeded = Stepper(get_preset("mini"), ae, cfg)
     seeded.load_state_dict(state)
     assert seeded.train_step(random.Random(0), torch.Generator())["lr"] == pytest.approx(1e-5)
+
+
+def test_a_mini_export_seeds_a_deeper_run_that_starts_where_it_was(tmp_path):
+    """Growing mini into mini-deep: the two added single-stream blocks start as the identity, so
+    the seeded model predicts exactly what the export does, and the step count goes on."""
+    from openkontext.model import Flux
+    from openkontext.pipeline import LoadedModel
+    from openkontext.train.cli import seed_run_from_export
+    from openkontext.weights import save_mini
+
+    small = LoadedModel.random("mini", seed=5)
+    save_mini(tmp_path / "small", small.preset, small.flux, small.ae, small.text,
+              info={"ae_steps": 7, "transformer_steps": 900})
+    exported = load_model(tmp_path / "small").flux.float()
+    seed_run_from_export(tmp_path / "small", tmp_path / "run", get_preset("mini-deep"))
+    state = torch.load(tmp_path / "run" / "flux.pt", weights_only=False)
+    assert state["step"] == 900 and state["preset"] == "mini-deep"
+    assert {k.split(".")[1] for k in state["init_from"]["restarted"]} == {"4", "5"}
+    deep = Flux(get_preset("mini-deep").flux)
+    deep.load_state_dict(state["ema_flux"])
+    assert len(deep.single_blocks) == len(exported.single_blocks) + 2
+    gen = torch.Generator().manual_seed(0)
+    inputs = dict(img=torch.randn(2, 32, 64, generator=gen),
+                  img_ids=torch.randint(0, 4, (2, 32, 3)).float(),
+                  txt=torch.randn(2, 8, 384, generator=gen), txt_ids=torch.zeros(2, 8, 3),
+                  timesteps=torch.tensor([0.3, 0.9]), y=torch.randn(2, 384, generator=gen))
+    with torch.no_grad():
+        torch.testing.assert_close(deep(**inputs), exported(**inputs), rtol=0, atol=1e-6)

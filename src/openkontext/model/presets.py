@@ -104,6 +104,15 @@ PRESETS["mini-byte"] = dataclasses.replace(
 )
 
 
+# Session 5: mini with two more single-stream blocks, grown from a mini export (the new blocks
+# start as the identity: their modulation is zeroed), measured against mini at equal wall time.
+PRESETS["mini-deep"] = dataclasses.replace(
+    PRESETS["mini"],
+    name="mini-deep",
+    flux=dataclasses.replace(PRESETS["mini"].flux, depth_single_blocks=6),
+)
+
+
 def get_preset(name: str) -> ModelPreset:
     try:
         return PRESETS[name]

@@ -31,7 +31,7 @@ def train_mini(
         typer.Option(help="start an empty run folder from a mini export (e.g. the shipped one)"),
     ] = None,
     preset_name: Annotated[
-        str, typer.Option("--preset", help="mini (sentence encoder) or mini-byte")
+        str, typer.Option("--preset", help="mini (sentence encoder), mini-deep or mini-byte")
     ] = "mini",
 ) -> None:
     """Train the autoencoder (stage 1), then the transformer (stage 2; with the text encoder
@@ -176,12 +176,14 @@ def seed_run_from_export(export_dir: Path, out: Path, preset) -> None:
     flux.load_state_dict({k: (v if k in restarted else kept[k]) for k, v in state.items()})
     same_text = type(model.preset.text) is type(preset.text) and model.preset.text == preset.text
     text = model.text if same_text else build_text_encoder(preset.text)
+    reread_text = any(k.startswith(("txt_in.", "vector_in.")) for k in restarted)
     if restarted:
         typer.echo(f"from {export_dir}: kept the transformer but for {', '.join(restarted)}")
     atomic_torch_save(
         {
-            # A re-read text pathway is a new model: its steps count from 0.
-            "step": 0 if restarted else info.get("transformer_steps", 0),
+            # A re-read text pathway is a new model: its steps count from 0. Blocks added to a
+            # deeper preset start as the identity, so the count goes on.
+            "step": 0 if reread_text else info.get("transformer_steps", 0),
             "flux": flux.state_dict(),
             "text": text.state_dict(),
             "ema_flux": flux.state_dict(),
