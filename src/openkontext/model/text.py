@@ -225,10 +225,15 @@ class SentenceTextEncoder(nn.Module):
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+        """(txt (B, max_tokens, width) with zeros after each prompt's word pieces, vec (B, width)).
+
+        BERT runs on the batch's longest prompt only (the attention mask keeps real tokens from
+        seeing padding, so their states are the same), then the states are zero-padded to
+        max_tokens: our prompts use 11-31 of the 32 word pieces."""
         p = self.params
         batch = self.tokenizer(
             prompts,
-            padding="max_length",
+            padding="longest",
             truncation=True,
             max_length=p.max_tokens,
             return_tensors="pt",
@@ -240,7 +245,7 @@ class SentenceTextEncoder(nn.Module):
         txt = states * keep
         pooled = txt.sum(1) / keep.sum(1)
         vec = pooled * (math.sqrt(p.width) / pooled.norm(dim=-1, keepdim=True).clamp_min(1e-6))
-        return txt, vec
+        return F.pad(txt, (0, 0, 0, p.max_tokens - txt.shape[1])), vec
 
 
 def build_text_encoder(params: ByteTextParams | SentenceTextParams) -> nn.Module:
