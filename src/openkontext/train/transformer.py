@@ -211,6 +211,15 @@ def quick_eval(model: LoadedModel, cases: int, steps: int, seed: int = 999) -> d
     }
 
 
+def step_streams(seed: int, step: int) -> tuple[random.Random, torch.Generator]:
+    """The random streams of one training step (its samples, then its noise and t): a function
+    of the run's seed and the step alone, so a resumed run sees exactly the batches it would
+    have seen without stopping, and two runs from the same checkpoint see the same batches at
+    the same step (benchmarks/compare_runs.py pairs their losses)."""
+    rng = random.Random(f"flux:{seed}:{step}")
+    return rng, torch.Generator().manual_seed(rng.getrandbits(63))
+
+
 def train_transformer(
     preset: ModelPreset, ae: AutoEncoder, out: Path, cfg: FlowTrainConfig, resume: bool = True
 ) -> Stepper:
@@ -219,8 +228,6 @@ def train_transformer(
     stepper = Stepper(preset, ae, cfg)
     if resume and ckpt_path.exists():
         stepper.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=False))
-    rng = random.Random(cfg.seed * 7_919 + stepper.step)
-    gen = torch.Generator().manual_seed(cfg.seed * 104_729 + stepper.step)
 
     def save() -> None:
         state = stepper.state_dict()
@@ -232,6 +239,7 @@ def train_transformer(
     with progress_bar("transformer") as bar:
         task = bar.add_task("flux", total=cfg.steps, completed=stepper.step, info="")
         while stepper.step < cfg.steps:
+            rng, gen = step_streams(cfg.seed, stepper.step)
             stats = stepper.train_step(rng, gen)
             step = stepper.step
             if step % 20 == 0:

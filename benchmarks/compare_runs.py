@@ -1,0 +1,67 @@
+"""Two transformer runs side by side, from their `flux_log.jsonl`: training loss on the same
+steps, and the in-training sampled evals.
+
+Runs started from the same checkpoint with the same seed draw identical batches, noise and t at
+every step (the data stream is seeded by the step number), so the difference of their logged
+losses at a step is a paired comparison: much less noisy than either loss alone.
+
+    .venv/bin/python benchmarks/compare_runs.py RUN_A RUN_B [--window 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+
+def read_log(run: Path) -> tuple[dict[int, dict], dict[int, dict], dict[int, float]]:
+    """(loss records by step, eval records by step, wall time of each logged step)."""
+    losses, evals, times = {}, {}, {}
+    for line in (run / "flux_log.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "eval" in record:
+            evals[record["step"]] = record["eval"]
+        elif "loss" in record:
+            losses[record["step"]] = record
+            times[record["step"]] = record["sec_per_step"]
+    return losses, evals, times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_a", type=Path)
+    ap.add_argument("run_b", type=Path)
+    ap.add_argument("--window", type=int, default=500, help="steps per row")
+    args = ap.parse_args()
+    a_loss, a_eval, a_time = read_log(args.run_a)
+    b_loss, b_eval, b_time = read_log(args.run_b)
+    shared = sorted(set(a_loss) & set(b_loss))
+    if not shared:
+        raise SystemExit("the two logs share no logged step")
+    print(f"A = {args.run_a}, B = {args.run_b}; loss every 20 steps, same batches at the same step")
+    print("| steps | A loss | B loss | B - A (mean) | B < A | A s/step | B s/step |")
+    print("|---|---|---|---|---|---|---|")
+    start = shared[0] - shared[0] % args.window
+    while start <= shared[-1]:
+        rows = [s for s in shared if start < s <= start + args.window]
+        if rows:
+            a = [a_loss[s]["loss"] for s in rows]
+            b = [b_loss[s]["loss"] for s in rows]
+            diff = [y - x for x, y in zip(a, b, strict=True)]
+            wins = sum(d < 0 for d in diff) / len(diff)
+            print(f"| {start + 1}-{start + args.window} | {statistics.mean(a):.5f} "
+                  f"| {statistics.mean(b):.5f} | {statistics.mean(diff):+.5f} | {wins:.0%} "
+                  f"| {statistics.mean(a_time[s] for s in rows):.2f} "
+                  f"| {statistics.mean(b_time[s] for s in rows):.2f} |")
+        start += args.window
+    print("\nsampled evals (median PSNR dB, success):")
+    for step in sorted(set(a_eval) | set(b_eval)):
+        cells = [f"{e['psnr_median']} / {e['success']:.0%}" if (e := ev.get(step)) else "-"
+                 for ev in (a_eval, b_eval)]
+        print(f"  step {step}: A {cells[0]}   B {cells[1]}")
+
+
+if __name__ == "__main__":
+    main()
