@@ -22,4 +22,3 @@ def test_bf16_autocast_only_with_bf16_hardware(monkeypatch, caps, expected):
     assert native_bf16() is expected
     for config in (AETrainConfig(), DecoderTrainConfig(), FlowTrainConfig()):
         assert config.autocast_bf16 is expected
-    assert FlowTrainConfig(autocast_bf16=True).autocast_bf16 is True  # still forced on demand

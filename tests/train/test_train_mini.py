@@ -157,6 +157,15 @@ def test_decoder_fine_tuning_keeps_the_encoder_and_resumes(run, tmp_path):
     assert info["decoder_steps"] == 3
     assert torch.equal(load_model(tmp_path / "export").ae.decoder.conv_out.weight.float(),
                        resumed["model"]["decoder.conv_out.weight"].half().float())
+    # a run seeded from that export keeps the decoder's count, and so does its own export
+    from openkontext.train.cli import seed_run_from_export
+
+    seed_run_from_export(tmp_path / "export", tmp_path / "seeded", get_preset("mini"))
+    assert torch.load(tmp_path / "seeded" / "ae.pt", weights_only=False)["decoder"]["step"] == 3
+    result = CliRunner().invoke(app, ["train", "export", "--run", str(tmp_path / "seeded"),
+                                      "--out", str(tmp_path / "again")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "again" / "mini.json").read_text())["info"]["decoder_steps"] == 3
 
 
 def test_decoder_fine_tuning_needs_a_finished_autoencoder(tmp_path):

@@ -166,6 +166,8 @@ def seed_run_from_export(export_dir: Path, out: Path, preset) -> None:
             "step": info.get("ae_steps", 0),
             "done": True,
             "config": {"init_from": str(export_dir)},
+            # the decoder's fine-tuning count goes on (`train decoder --steps` is a total)
+            **({"decoder": {"step": info["decoder_steps"]}} if "decoder_steps" in info else {}),
         },
         out / "ae.pt",
     )
@@ -176,14 +178,13 @@ def seed_run_from_export(export_dir: Path, out: Path, preset) -> None:
     flux.load_state_dict({k: (v if k in restarted else kept[k]) for k, v in state.items()})
     same_text = type(model.preset.text) is type(preset.text) and model.preset.text == preset.text
     text = model.text if same_text else build_text_encoder(preset.text)
-    reread_text = any(k.startswith(("txt_in.", "vector_in.")) for k in restarted)
     if restarted:
         typer.echo(f"from {export_dir}: kept the transformer but for {', '.join(restarted)}")
     atomic_torch_save(
         {
-            # A re-read text pathway is a new model: its steps count from 0. Blocks added to a
+            # Another text encoder makes a new model: its steps count from 0. Blocks added to a
             # deeper preset start as the identity, so the count goes on.
-            "step": 0 if reread_text else info.get("transformer_steps", 0),
+            "step": info.get("transformer_steps", 0) if same_text else 0,
             "flux": flux.state_dict(),
             "text": text.state_dict(),
             "ema_flux": flux.state_dict(),
