@@ -16,17 +16,16 @@ import statistics
 from pathlib import Path
 
 
-def read_log(run: Path) -> tuple[dict[int, dict], dict[int, dict], dict[int, float]]:
-    """(loss records by step, eval records by step, wall time of each logged step)."""
-    losses, evals, times = {}, {}, {}
+def read_log(run: Path) -> tuple[dict[int, dict], dict[int, dict]]:
+    """(loss records by step, eval records by step)."""
+    losses, evals = {}, {}
     for line in (run / "flux_log.jsonl").read_text().splitlines():
         record = json.loads(line)
         if "eval" in record:
             evals[record["step"]] = record["eval"]
         elif "loss" in record:
             losses[record["step"]] = record
-            times[record["step"]] = record["sec_per_step"]
-    return losses, evals, times
+    return losses, evals
 
 
 def main() -> None:
@@ -35,8 +34,8 @@ def main() -> None:
     ap.add_argument("run_b", type=Path)
     ap.add_argument("--window", type=int, default=500, help="steps per row")
     args = ap.parse_args()
-    a_loss, a_eval, a_time = read_log(args.run_a)
-    b_loss, b_eval, b_time = read_log(args.run_b)
+    a_loss, a_eval = read_log(args.run_a)
+    b_loss, b_eval = read_log(args.run_b)
     shared = sorted(set(a_loss) & set(b_loss))
     if not shared:
         raise SystemExit("the two logs share no logged step")
@@ -53,8 +52,8 @@ def main() -> None:
             wins = sum(d < 0 for d in diff) / len(diff)
             print(f"| {start + 1}-{start + args.window} | {statistics.mean(a):.5f} "
                   f"| {statistics.mean(b):.5f} | {statistics.mean(diff):+.5f} | {wins:.0%} "
-                  f"| {statistics.mean(a_time[s] for s in rows):.2f} "
-                  f"| {statistics.mean(b_time[s] for s in rows):.2f} |")
+                  f"| {statistics.mean(a_loss[s]['sec_per_step'] for s in rows):.2f} "
+                  f"| {statistics.mean(b_loss[s]['sec_per_step'] for s in rows):.2f} |")
         start += args.window
     print("\nsampled evals (median PSNR dB, success):")
     for step in sorted(set(a_eval) | set(b_eval)):
