@@ -279,3 +279,40 @@ def test_a_resumed_run_ends_exactly_where_an_unbroken_one_does(run, tmp_path):
 
     assert step_streams(0, 5)[0].random() != step_streams(0, 6)[0].random()
     assert step_streams(0, 5)[0].random() == step_streams(0, 5)[0].random()
+
+
+def test_kind_weights_and_t_mean_are_kept_by_a_resumed_run(run, tmp_path):
+    """--kind-weights and --t-mean go into the checkpoint's config, and a resume without them
+    keeps the run's own (a restart to extend a run must not quietly change its data mix)."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(run[0], out)
+    step = torch.load(out / "flux.pt", weights_only=False)["step"]
+
+    def train(*options: str, steps: int) -> dict:
+        result = CliRunner().invoke(app, ["train", "mini", "--out", str(out), "--threads", "1",
+                                          "--steps", str(steps), *options])
+        assert result.exit_code == 0, result.output
+        state = torch.load(out / "flux.pt", weights_only=False)
+        assert state["step"] == steps
+        return state["config"]
+
+    first = train("--kind-weights", "recolor=3, background=2.5", "--t-mean", "1.5",
+                  steps=step + 1)
+    assert first["kind_weights"] == {"recolor": 3.0, "background": 2.5}
+    assert first["t_mean"] == 1.5
+    kept = train(steps=step + 2)
+    assert kept["kind_weights"] == first["kind_weights"] and kept["t_mean"] == 1.5
+    changed = train("--kind-weights", "swap=2", steps=step + 3)
+    assert changed["kind_weights"] == {"swap": 2.0} and changed["t_mean"] == 1.5
+    for weights, message in (("recolor", "expected KIND=WEIGHT, got 'recolor'"),
+                             ("recolor=lots", "weight of 'recolor' is not a number"),
+                             ("rotate=2", "unknown edit kind 'rotate'"),
+                             ("recolor=-1", "must be a number >= 0")):
+        result = CliRunner().invoke(app, ["train", "mini", "--out", str(out), "--steps",
+                                          str(step + 9), "--kind-weights", weights])
+        assert result.exit_code == 2 and message in unboxed(result.output), weights
+    assert torch.load(out / "flux.pt", weights_only=False)["step"] == step + 3  # untouched
+    with pytest.raises(ValueError, match="unknown edit kind 'rotate'"):
+        FlowTrainConfig(kind_weights={"rotate": 1})

@@ -9,6 +9,7 @@ from openkontext.world.edits import KINDS, apply_edit, edit_slots
 from openkontext.world.phrasings import DESCRIPTIONS, INSTRUCTIONS
 from openkontext.world.render import change_mask, render, render_target
 from openkontext.world.sampling import (
+    check_kind_weights,
     edit_batch,
     generation_batch,
     sample_chain,
@@ -42,6 +43,43 @@ def test_sample_edit_honours_kinds_and_split():
         sample_edit(rng, ["rotate"])
     with pytest.raises(ValueError, match="is possible on this scene"):
         sample_edit(rng, ["remove"], source=Scene("red"))
+
+
+def test_kind_weights_set_each_kind_s_share_and_none_keeps_the_uniform_draw():
+    weights = {"recolor": 6, "background": 3, "night": 0}  # the other 8 kinds weigh 1
+    kinds = Counter(s.kind for s in (sample_edit(random.Random(i), kind_weights=weights)
+                                     for i in range(1700)))
+    assert "night" not in kinds and set(kinds) == set(KINDS) - {"night"}
+    # expected shares 6/17, 3/17, 1/17: 600, 300, 100 of 1,700
+    assert 540 < kinds["recolor"] < 660 and 255 < kinds["background"] < 345
+    assert all(60 < kinds[k] < 145 for k in KINDS if k not in ("recolor", "background", "night"))
+    # runs that predate kind weights draw exactly what they drew before: rng.choice of a kind
+    for seed in range(20):
+        assert sample_edit(random.Random(seed)).kind == random.Random(seed).choice(KINDS)
+    # with a source, the weights apply among the kinds possible on it
+    one = Scene("red", (Obj("circle", "blue", "center", "small"),))
+    drawn = {sample_edit(random.Random(i), source=one, kind_weights={"swap": 5, "add": 0,
+                                                                   **dict.fromkeys(FILTERS, 0)}
+                         ).kind for i in range(60)}
+    assert drawn <= set(KINDS) - {"swap", "add", *FILTERS} and "recolor" in drawn
+    with pytest.raises(ValueError, match="all have weight 0"):
+        sample_edit(random.Random(0), ["swap", "add"], kind_weights={"add": 0},
+                    source=one)
+
+
+@pytest.mark.parametrize("weights, message", [
+    ({"rotate": 2}, "unknown edit kind 'rotate'"),
+    ({"recolor": -1}, "weight of 'recolor' must be a number >= 0"),
+    ({"recolor": float("nan")}, "weight of 'recolor' must be a number >= 0"),
+    ({"recolor": float("inf")}, "weight of 'recolor' must be a number >= 0"),
+    ({"recolor": "3"}, "weight of 'recolor' must be a number >= 0"),
+    (dict.fromkeys(KINDS, 0), "every edit kind has weight 0"),
+])
+def test_bad_kind_weights_are_refused_by_name(weights, message):
+    with pytest.raises(ValueError, match=message):
+        check_kind_weights(weights)
+    with pytest.raises(ValueError, match=message):
+        edit_batch(random.Random(0), 2, 16, kind_weights=weights)
 
 
 def _instructions(sample, heldout: bool) -> set[str]:

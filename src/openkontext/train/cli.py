@@ -33,6 +33,15 @@ def train_mini(
     preset_name: Annotated[
         str, typer.Option("--preset", help="mini (sentence encoder), mini-deep or mini-byte")
     ] = "mini",
+    kind_weights: Annotated[
+        str | None,
+        typer.Option(help="weights for drawing edit kinds, e.g. 'recolor=3,background=2' "
+                     "(unlisted kinds weigh 1; default: the run's own, else uniform)"),
+    ] = None,
+    t_mean: Annotated[
+        float | None,
+        typer.Option(help="centre of the logit-normal t (default: the run's own, else 1.0)"),
+    ] = None,
 ) -> None:
     """Train the autoencoder (stage 1), then the transformer (stage 2; with the text encoder
     when it is the byte-level one)."""
@@ -46,6 +55,10 @@ def train_mini(
         raise typer.BadParameter(
             f"must be between 0 and --steps ({steps})", param_hint="--cooldown"
         )
+    try:
+        weights = None if kind_weights is None else parse_kind_weights(kind_weights)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--kind-weights") from None
     if threads:
         torch.set_num_threads(threads)
     try:
@@ -54,12 +67,47 @@ def train_mini(
         raise typer.BadParameter(str(e), param_hint="--preset") from None
     out.mkdir(parents=True, exist_ok=True)
     _check_run_preset(out, preset.name)
+    # A resumed run keeps its data mix and t unless told otherwise.
+    held = _run_config(out) if resume else {}
+    if weights is None:
+        weights = held.get("kind_weights")
+    if t_mean is None:
+        t_mean = held.get("t_mean", FlowTrainConfig.t_mean)
     if init_from is not None:
         seed_run_from_export(init_from, out, preset)
     ae = train_autoencoder(preset.ae, out, AETrainConfig(steps=ae_steps, batch_size=16), resume)
     typer.echo(f"autoencoder ready: scale {ae.params.scale_factor} shift {ae.params.shift_factor}")
     preset = dataclasses.replace(preset, ae=ae.params)
-    train_transformer(preset, ae, out, FlowTrainConfig(steps=steps, cooldown=cooldown), resume)
+    cfg = FlowTrainConfig(steps=steps, cooldown=cooldown, kind_weights=weights, t_mean=t_mean)
+    if weights or t_mean != FlowTrainConfig.t_mean:
+        typer.echo(f"edit kinds weighted {weights or 'uniformly'}, t centred at {t_mean}")
+    train_transformer(preset, ae, out, cfg, resume)
+
+
+def parse_kind_weights(text: str) -> dict[str, float]:
+    """'recolor=3,background=2' -> {'recolor': 3.0, 'background': 2.0}, checked."""
+    from openkontext.world.sampling import check_kind_weights
+
+    weights: dict[str, float] = {}
+    for part in text.split(","):
+        kind, sep, value = part.strip().partition("=")
+        if not sep:
+            raise ValueError(f"expected KIND=WEIGHT, got {part.strip()!r}")
+        try:
+            weights[kind.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"the weight of {kind.strip()!r} is not a number: {value!r}") from None
+    return check_kind_weights(weights)
+
+
+def _run_config(out: Path) -> dict:
+    """The training config a run folder's transformer checkpoint recorded ({} if none)."""
+    import torch
+
+    ckpt = out / "flux.pt"
+    if not ckpt.exists():
+        return {}
+    return torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True).get("config", {})
 
 
 @app.command("decoder")

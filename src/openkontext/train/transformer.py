@@ -24,7 +24,13 @@ from openkontext.packing import References, image_ids, pack, text_ids
 from openkontext.pipeline import LoadedModel, run_tensors
 from openkontext.train.autoencoder import psnr
 from openkontext.train.common import EMA, JsonlLog, atomic_torch_save, native_bf16, progress_bar
-from openkontext.world.sampling import edit_batch, edit_batch_from, generation_batch, sample_edit
+from openkontext.world.sampling import (
+    check_kind_weights,
+    edit_batch,
+    edit_batch_from,
+    generation_batch,
+    sample_edit,
+)
 
 T_BANDS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -47,6 +53,9 @@ class FlowTrainConfig:
     # t); the model never learnt to read colour words. 1.0 puts 12% there (docs/mini.md).
     t_mean: float = 1.0
     t_std: float = 1.0
+    # {edit kind: weight} for drawing the kinds of a step's edits (unlisted kinds weigh 1);
+    # None draws them uniformly
+    kind_weights: dict[str, float] | None = None
     checkpoint_every: int = 200
     eval_every: int = 1000
     eval_cases: int = 48
@@ -54,6 +63,9 @@ class FlowTrainConfig:
     # bf16 autocast where the CPU has bf16 hardware (see native_bf16), fp32 elsewhere
     autocast_bf16: bool = dataclasses.field(default_factory=native_bf16)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_kind_weights(self.kind_weights)
 
 
 class Stepper:
@@ -116,7 +128,7 @@ class Stepper:
             lr *= min(1.0, (cfg.steps - self.step) / cfg.cooldown)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        edits = edit_batch(rng, cfg.edit_batch, size)
+        edits = edit_batch(rng, cfg.edit_batch, size, kind_weights=cfg.kind_weights)
         losses, ts = self.loss(edits.target, edits.instructions, edits.source, gen)
         if cfg.generation_batch:
             gens = generation_batch(rng, cfg.generation_batch, size)

@@ -2,7 +2,8 @@
 
 Everything is a pure function of a `random.Random` passed in (no global state), so a seed fixes
 the samples. Kinds are drawn uniformly from the requested ones, then a scene on which that kind
-is possible, then one of the allowed edits uniformly, then a phrasing from the split.
+is possible, then one of the allowed edits uniformly, then a phrasing from the split. Training
+may weight the kinds instead (`kind_weights`: unlisted kinds weigh 1).
 
 Chains: turns 1..n-1 are scene edits; a filter (grayscale, invert, night) may only be the LAST
 turn, because a filter changes the colour of everything and later instructions could no longer
@@ -87,9 +88,35 @@ def make_edit(source: Scene, edit: Edit, rng: random.Random, split: str = "train
     return EditSample(source, edit, phrasing.fill(slots), apply_edit(source, edit), phrasing.split)
 
 
+def check_kind_weights(weights: dict[str, float] | None) -> dict[str, float] | None:
+    """Validate {kind: weight} (unlisted kinds weigh 1): known kinds, finite, not negative."""
+    if weights is None:
+        return None
+    for kind, w in weights.items():
+        if kind not in KINDS:
+            raise ValueError(f"unknown edit kind {kind!r}; expected one of: {', '.join(KINDS)}")
+        if not (isinstance(w, int | float) and 0 <= w < float("inf")):
+            raise ValueError(f"the weight of {kind!r} must be a number >= 0, got {w!r}")
+    if not any(weights.get(k, 1) > 0 for k in KINDS):
+        raise ValueError("every edit kind has weight 0")
+    return dict(weights)
+
+
+def _choose_kind(rng: random.Random, kinds: tuple[str, ...] | list[str],
+                 weights: dict[str, float] | None) -> str:
+    if weights is None:
+        return rng.choice(kinds)  # the draw every run before kind weights made
+    w = [weights.get(k, 1) for k in kinds]
+    if not any(w):
+        raise ValueError(f"the kinds {', '.join(kinds)} all have weight 0")
+    return rng.choices(kinds, w)[0]
+
+
 def sample_edit(rng: random.Random, kinds=None, split: str = "train",
-                source: Scene | None = None) -> EditSample:
-    """A random edit of one of `kinds` (default: all) on `source` (default: a random scene).
+                source: Scene | None = None,
+                kind_weights: dict[str, float] | None = None) -> EditSample:
+    """A random edit of one of `kinds` (default: all) on `source` (default: a random scene),
+    the kind drawn uniformly or by `kind_weights`.
 
     With a given source, the kind is drawn among those possible on it (ValueError if none).
     """
@@ -98,9 +125,9 @@ def sample_edit(rng: random.Random, kinds=None, split: str = "train",
         feasible = [k for k in kinds if can_edit(source, k)]
         if not feasible:
             raise ValueError(f"none of the kinds {', '.join(kinds)} is possible on this scene")
-        kind = rng.choice(feasible)
+        kind = _choose_kind(rng, feasible, kind_weights)
     else:
-        kind = rng.choice(kinds)
+        kind = _choose_kind(rng, kinds, kind_weights)
         for _ in range(MAX_ATTEMPTS):
             source = random_scene(rng)
             if can_edit(source, kind):
@@ -170,9 +197,11 @@ class GenerationBatch:
 
 
 def edit_batch(rng: random.Random, batch_size: int, size: Size = 64, kinds=None,
-               split: str = "train") -> EditBatch:
+               split: str = "train", kind_weights: dict[str, float] | None = None) -> EditBatch:
     """`batch_size` random edits rendered at `size`."""
-    samples = [sample_edit(rng, kinds, split) for _ in range(batch_size)]
+    check_kind_weights(kind_weights)
+    samples = [sample_edit(rng, kinds, split, kind_weights=kind_weights)
+               for _ in range(batch_size)]
     return edit_batch_from(samples, size)
 
 
