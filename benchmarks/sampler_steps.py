@@ -1,0 +1,70 @@
+"""Where along the trajectory is an edit decided? Per edit kind, the same fresh edits sampled
+with 1, 2, 4, 8, 16 and 32 Euler steps (no paste-back), scored against the ground truth.
+
+One step is the model's single estimate of the clean picture from pure noise (x0 = x1 - v):
+everything it gets right there comes from the text and the reference alone. If more steps add
+little, the errors are made at high t, and training should spend its samples there (t_mean).
+
+    .venv/bin/python benchmarks/sampler_steps.py [--weights DIR] [--cases 16] [--seed 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+
+import torch
+
+from openkontext.pipeline import run_tensors
+from openkontext.weights import load_model
+from openkontext.world.edits import KINDS
+from openkontext.world.sampling import edit_batch
+
+STEPS = (1, 2, 4, 8, 16, 32)
+SUCCESS_DB = 25.0
+
+
+def psnr(output: torch.Tensor, target: torch.Tensor) -> list[float]:
+    """Per image PSNR in dB of (B, 3, H, W) pictures in [-1, 1]."""
+    mse = ((output - target) / 2).pow(2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
+    return (-10 * torch.log10(mse)).tolist()
+
+
+def sweep(model, cases: int, seed: int) -> dict[str, dict[int, tuple[float, float]]]:
+    """{kind: {steps: (median PSNR, success rate)}} over `cases` fresh edits of each kind."""
+    size = model.preset.native_size
+    table = {}
+    for kind in KINDS:
+        batch = edit_batch(random.Random(f"{seed}:{kind}"), cases, size, kinds=[kind])
+        row = {}
+        for steps in STEPS:
+            out = run_tensors(model, batch.instructions, list(range(cases)), size, size, steps,
+                              None, [batch.source])
+            scores = psnr(out, batch.target)
+            row[steps] = (statistics.median(scores),
+                          sum(s >= SUCCESS_DB for s in scores) / cases)
+        table[kind] = row
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", default=None, help="a mini export (default: the shipped)")
+    parser.add_argument("--cases", type=int, default=16, help="edits per kind")
+    parser.add_argument("--seed", type=int, default=5)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    table = sweep(load_model(args.weights), args.cases, args.seed)
+    print(f"median PSNR dB (success) over {args.cases} edits a kind, by Euler steps")
+    print("| kind | " + " | ".join(str(s) for s in STEPS) + " |")
+    print("|---|" + "---|" * len(STEPS))
+    for kind, row in table.items():
+        cells = " | ".join(f"{p:.1f} ({r:.0%})" for p, r in row.values())
+        print(f"| {kind} | {cells} |")
+    medians = {s: statistics.median(row[s][0] for row in table.values()) for s in STEPS}
+    print("| median of kinds | " + " | ".join(f"{m:.1f}" for m in medians.values()) + " |")
+
+
+if __name__ == "__main__":
+    main()
