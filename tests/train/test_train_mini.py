@@ -12,6 +12,7 @@ from openkontext.model import get_preset
 from openkontext.train.autoencoder import AETrainConfig, train_autoencoder
 from openkontext.train.transformer import FlowTrainConfig, train_transformer
 from openkontext.weights import load_model
+from openkontext.world.edits import KINDS
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +50,14 @@ def test_transformer_stage_logs_bands_evaluates_and_resumes(run):
                           eval_every=100)
     resumed = train_transformer(get_preset("mini"), ae, out, cfg)
     assert resumed.step == 3
+    # a step reports its edit loss per kind; with one kind drawn, that is the edit loss itself
+    from openkontext.train.transformer import Stepper, step_streams
+
+    one = Stepper(get_preset("mini"), ae, FlowTrainConfig(
+        edit_batch=3, generation_batch=0, kind_weights=dict.fromkeys(KINDS, 0) | {"swap": 1}))
+    stats = one.train_step(*step_streams(0, 0))
+    assert list(stats["kinds"]) == ["swap"]
+    assert stats["kinds"]["swap"] == pytest.approx(stats["loss"], abs=1e-4)
 
 
 def test_export_loads_as_weights(run, tmp_path):

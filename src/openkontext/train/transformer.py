@@ -130,6 +130,9 @@ class Stepper:
             group["lr"] = lr
         edits = edit_batch(rng, cfg.edit_batch, size, kind_weights=cfg.kind_weights)
         losses, ts = self.loss(edits.target, edits.instructions, edits.source, gen)
+        by_kind: dict[str, list[float]] = {}
+        for kind, value in zip(edits.kinds, losses.tolist(), strict=True):
+            by_kind.setdefault(kind, []).append(value)
         if cfg.generation_batch:
             gens = generation_batch(rng, cfg.generation_batch, size)
             gl, gt = self.loss(gens.target, gens.descriptions, None, gen)
@@ -154,6 +157,8 @@ class Stepper:
             "grad_norm": round(grad_norm.item(), 3),
             "lr": lr,
             "bands": bands,
+            # this step's edit loss per kind (a few samples each: average over many steps)
+            "kinds": {k: round(sum(v) / len(v), 5) for k, v in sorted(by_kind.items())},
         }
 
     def ema_model(self) -> LoadedModel:
