@@ -1,5 +1,6 @@
-"""Where along the trajectory is an edit decided? Per edit kind, the same fresh edits sampled
-with 1, 2, 4, 8, 16 and 32 Euler steps (no paste-back), scored against the ground truth.
+"""Where along the trajectory is an edit decided? Per edit kind (and for generation), the same
+fresh cases sampled with 1, 2, 4, 8, 16 and 32 Euler steps (no paste-back), scored against the
+ground truth.
 
 One step is the model's single estimate of the clean picture from pure noise (x0 = x1 - v):
 everything it gets right there comes from the text and the reference alone. If more steps add
@@ -19,7 +20,7 @@ import torch
 from openkontext.pipeline import run_tensors
 from openkontext.weights import load_model
 from openkontext.world.edits import KINDS
-from openkontext.world.sampling import edit_batch
+from openkontext.world.sampling import edit_batch, generation_batch
 
 STEPS = (1, 2, 4, 8, 16, 32)
 SUCCESS_DB = 25.0
@@ -32,16 +33,22 @@ def psnr(output: torch.Tensor, target: torch.Tensor) -> list[float]:
 
 
 def sweep(model, cases: int, seed: int) -> dict[str, dict[int, tuple[float, float]]]:
-    """{kind: {steps: (median PSNR, success rate)}} over `cases` fresh edits of each kind."""
+    """{kind: {steps: (median PSNR, success rate)}} over `cases` fresh edits of each kind and
+    `cases` generations."""
     size = model.preset.native_size
     table = {}
-    for kind in KINDS:
-        batch = edit_batch(random.Random(f"{seed}:{kind}"), cases, size, kinds=[kind])
+    for kind in (*KINDS, "generation"):
+        rng = random.Random(f"{seed}:{kind}")
+        if kind == "generation":
+            gens = generation_batch(rng, cases, size)
+            prompts, target, refs = gens.descriptions, gens.target, None
+        else:
+            batch = edit_batch(rng, cases, size, kinds=[kind])
+            prompts, target, refs = batch.instructions, batch.target, [batch.source]
         row = {}
         for steps in STEPS:
-            out = run_tensors(model, batch.instructions, list(range(cases)), size, size, steps,
-                              None, [batch.source])
-            scores = psnr(out, batch.target)
+            out = run_tensors(model, prompts, list(range(cases)), size, size, steps, None, refs)
+            scores = psnr(out, target)
             row[steps] = (statistics.median(scores),
                           sum(s >= SUCCESS_DB for s in scores) / cases)
         table[kind] = row
@@ -62,8 +69,9 @@ def main() -> None:
     for kind, row in table.items():
         cells = " | ".join(f"{p:.1f} ({r:.0%})" for p, r in row.values())
         print(f"| {kind} | {cells} |")
-    medians = {s: statistics.median(row[s][0] for row in table.values()) for s in STEPS}
-    print("| median of kinds | " + " | ".join(f"{m:.1f}" for m in medians.values()) + " |")
+    edits = [row for kind, row in table.items() if kind != "generation"]
+    medians = {s: statistics.median(row[s][0] for row in edits) for s in STEPS}
+    print("| median of edit kinds | " + " | ".join(f"{m:.1f}" for m in medians.values()) + " |")
 
 
 if __name__ == "__main__":
