@@ -1,0 +1,108 @@
+"""Which objects come out in the wrong colour? Per edit kind, every object of the target is
+judged by the palette colour most of its interior pixels take in the model's output (as the
+layout check does), split into the objects the edit changed and those it left alone.
+
+For recolor it also says what became of the object that was to be recoloured: the asked colour,
+still its old colour, or some third colour. This separates "which object" errors (untouched
+objects recoloured) from "which colour" errors (the right object, the wrong colour). Filters
+are left out: they move every colour. Raw model output, no paste-back.
+
+    .venv/bin/python benchmarks/object_colours.py [--weights DIR] [--cases 64] [--steps 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from collections import Counter
+
+import numpy as np
+import torch
+
+from openkontext.pipeline import round_trip, run_tensors
+from openkontext.weights import load_model
+from openkontext.world.edits import KINDS
+from openkontext.world.layout import region_map
+from openkontext.world.render import PALETTE
+from openkontext.world.sampling import edit_batch
+from openkontext.world.scene import COLORS, FILTERS
+
+COLOR_NAMES = list(COLORS)
+
+
+def majority_colours(output: np.ndarray, regions: np.ndarray, count: int) -> list[str | None]:
+    """The palette colour most interior pixels of each object take (None: no interior pixel)."""
+    dist = ((output[:, :, None, :].astype(np.int32) - PALETTE.astype(np.int32)) ** 2).sum(-1)
+    nearest = dist.argmin(-1)
+    colours: list[str | None] = []
+    for j in range(count):
+        pixels = nearest[regions == j]
+        colours.append(COLOR_NAMES[np.bincount(pixels).argmax()] if pixels.size else None)
+    return colours
+
+
+def judge(model, kind: str, cases: int, steps: int, seed: int, ceiling: bool = False) -> Counter:
+    """Tallies by (role, "total"/"right") and, for recolor, ("recolor", verdict). ceiling:
+    judge the autoencoder's round trip of each target instead of the model's output."""
+    size = model.preset.native_size
+    batch = edit_batch(random.Random(f"{seed}:{kind}"), cases, size, kinds=[kind])
+    if ceiling:
+        out = round_trip(model, batch.target)
+    else:
+        out = run_tensors(model, batch.instructions, list(range(cases)), size, size, steps, None,
+                          [batch.source])
+    pixels = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    tally: Counter = Counter()
+    for sample, image in zip(batch.samples, pixels, strict=True):
+        objects = sample.target.scene.objects
+        got = majority_colours(image, region_map(sample.target, (size, size)), len(objects))
+        before = set(sample.source.objects)
+        for obj, colour in zip(objects, got, strict=True):
+            if colour is None:
+                continue
+            role = "untouched" if obj in before else "edited"
+            tally[role, "total"] += 1
+            tally[role, "right"] += colour == obj.color
+            if kind == "recolor" and role == "edited":
+                old = next(o.color for o in sample.source.objects if o.cell == obj.cell)
+                verdict = "asked" if colour == obj.color else "old" if colour == old else "other"
+                tally["recolor", verdict] += 1
+    return tally
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", default=None, help="a mini export (default: the shipped)")
+    parser.add_argument("--cases", type=int, default=64, help="edits per kind")
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model = load_model(args.weights)
+    print(f"objects in their target colour, {args.cases} edits a kind, {args.steps} steps; "
+          "in brackets the same judged on the autoencoder's round trip of the target")
+    print("| kind | untouched objects | edited objects |")
+    print("|---|---|---|")
+    recolor = None
+    for kind in KINDS:
+        if kind in FILTERS:
+            continue
+        t = judge(model, kind, args.cases, args.steps, args.seed)
+        c = judge(model, kind, args.cases, args.steps, args.seed, ceiling=True)
+        cells = []
+        for role in ("untouched", "edited"):
+            n = t[role, "total"]
+            cells.append(f"{t[role, 'right'] / n:.0%} ({c[role, 'right'] / n:.0%}) of {n}"
+                         if n else "n/a")
+        print(f"| {kind} | {cells[0]} | {cells[1]} |")
+        if kind == "recolor":
+            recolor = t
+    if recolor is not None:
+        verdicts = ("asked", "old", "other")
+        n = sum(recolor["recolor", v] for v in verdicts)
+        shares = ", ".join(f"{v} {recolor['recolor', v] / n:.0%}" for v in verdicts)
+        print(f"\nthe object to recolour came out in: {shares} (of {n})")
+
+
+if __name__ == "__main__":
+    main()
