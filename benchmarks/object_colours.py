@@ -22,8 +22,7 @@ import torch
 from openkontext.pipeline import round_trip, run_tensors
 from openkontext.weights import load_model
 from openkontext.world.edits import KINDS
-from openkontext.world.layout import region_map
-from openkontext.world.render import PALETTE
+from openkontext.world.layout import nearest_colours, region_map
 from openkontext.world.sampling import edit_batch
 from openkontext.world.scene import COLORS, FILTERS
 
@@ -32,8 +31,7 @@ COLOR_NAMES = list(COLORS)
 
 def majority_colours(output: np.ndarray, regions: np.ndarray, count: int) -> list[str | None]:
     """The palette colour most interior pixels of each object take (None: no interior pixel)."""
-    dist = ((output[:, :, None, :].astype(np.int32) - PALETTE.astype(np.int32)) ** 2).sum(-1)
-    nearest = dist.argmin(-1)
+    nearest = nearest_colours(output)
     colours: list[str | None] = []
     for j in range(count):
         pixels = nearest[regions == j]

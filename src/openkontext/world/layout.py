@@ -50,6 +50,12 @@ def region_map(target: Target, size: tuple[int, int]) -> np.ndarray:
     return np.where(interior, pure, -100)
 
 
+def nearest_colours(output: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H, W) index of the palette colour nearest each pixel."""
+    dist = ((output[:, :, None, :].astype(np.int32) - PALETTE.astype(np.int32)) ** 2).sum(-1)
+    return dist.argmin(-1)
+
+
 def layout_correct(output: np.ndarray, target: Target, min_share: float = MIN_SHARE) -> bool | None:
     """True when every object and every cell's background has the target's colour in at least
     `min_share` of its pure pixels; None for filtered targets. output: (H, W, 3) uint8 at the
@@ -58,8 +64,7 @@ def layout_correct(output: np.ndarray, target: Target, min_share: float = MIN_SH
         return None
     h, w = output.shape[:2]
     regions = region_map(target, (w, h))
-    dist = ((output[:, :, None, :].astype(np.int32) - PALETTE.astype(np.int32)) ** 2).sum(-1)
-    nearest = dist.argmin(-1)  # (H, W) palette index
+    nearest = nearest_colours(output)
     expected = {j: _INDEX[o.color] for j, o in enumerate(target.scene.objects)}
     background = _INDEX[target.scene.background]
     for region in np.unique(regions):
