@@ -66,9 +66,10 @@ def train_mini(
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--preset") from None
     out.mkdir(parents=True, exist_ok=True)
-    _check_run_preset(out, preset.name)
+    held_state = _held_run(out)
+    _check_run_preset(held_state, out, preset.name)
     # A resumed run keeps its data mix and t unless told otherwise.
-    held = _run_config(out) if resume else {}
+    held = held_state.get("config", {}) if resume else {}
     if weights is None:
         weights = held.get("kind_weights")
     if t_mean is None:
@@ -100,14 +101,15 @@ def parse_kind_weights(text: str) -> dict[str, float]:
     return check_kind_weights(weights)
 
 
-def _run_config(out: Path) -> dict:
-    """The training config a run folder's transformer checkpoint recorded ({} if none)."""
+def _held_run(out: Path) -> dict:
+    """A run folder's transformer checkpoint, memory-mapped (its preset and config are read,
+    not its tensors); {} if there is none."""
     import torch
 
     ckpt = out / "flux.pt"
     if not ckpt.exists():
         return {}
-    return torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True).get("config", {})
+    return torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
 
 
 @app.command("decoder")
@@ -175,13 +177,11 @@ def export(
     typer.echo(f"exported {folder} ({info})")
 
 
-def _check_run_preset(out: Path, name: str) -> None:
-    """A run folder trains one preset: resuming it under another would mix shapes."""
-    import torch
-
-    ckpt = out / "flux.pt"
-    if ckpt.exists():
-        held = torch.load(ckpt, map_location="cpu", weights_only=False).get("preset", "mini")
+def _check_run_preset(state: dict, out: Path, name: str) -> None:
+    """A run folder trains one preset: resuming it under another would mix shapes. state: its
+    checkpoint ({} for a new folder)."""
+    if state:
+        held = state.get("preset", "mini")
         if held != name:
             raise typer.BadParameter(
                 f"{out} holds a {held!r} run; pass --preset {held} or use another --out"
