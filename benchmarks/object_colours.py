@@ -17,8 +17,8 @@ import random
 from collections import Counter
 
 import numpy as np
-import torch
 
+from openkontext.imaging import tensor_to_uint8
 from openkontext.pipeline import round_trip, run_tensors
 from openkontext.weights import load_model
 from openkontext.world.edits import KINDS
@@ -39,19 +39,20 @@ def majority_colours(output: np.ndarray, regions: np.ndarray, count: int) -> lis
     return colours
 
 
-def judge(model, kind: str, cases: int, steps: int, seed: int, ceiling: bool = False) -> Counter:
-    """Tallies by (role, "total"/"right") and, for recolor, ("recolor", verdict). ceiling:
-    judge the autoencoder's round trip of each target instead of the model's output."""
+def judge(model, kind: str, cases: int, steps: int, seed: int) -> tuple[Counter, Counter]:
+    """Tallies by (role, "total"/"right") and, for recolor, ("recolor", verdict): of the model's
+    outputs, and of the autoencoder's round trips of the same targets."""
     size = model.preset.native_size
     batch = edit_batch(random.Random(f"{seed}:{kind}"), cases, size, kinds=[kind])
-    if ceiling:
-        out = round_trip(model, batch.target)
-    else:
-        out = run_tensors(model, batch.instructions, list(range(cases)), size, size, steps, None,
-                          [batch.source])
-    pixels = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    outputs = run_tensors(model, batch.instructions, list(range(cases)), size, size, steps,
+                          None, [batch.source])
+    return tuple(_tally(kind, batch.samples, tensor_to_uint8(images), size)
+                 for images in (outputs, round_trip(model, batch.target)))
+
+
+def _tally(kind: str, samples, pixels: np.ndarray, size: int) -> Counter:
     tally: Counter = Counter()
-    for sample, image in zip(batch.samples, pixels, strict=True):
+    for sample, image in zip(samples, pixels, strict=True):
         objects = sample.target.scene.objects
         got = majority_colours(image, region_map(sample.target, (size, size)), len(objects))
         before = set(sample.source.objects)
@@ -75,7 +76,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    torch.manual_seed(0)
     model = load_model(args.weights)
     print(f"objects in their target colour, {args.cases} edits a kind, {args.steps} steps; "
           "in brackets the same judged on the autoencoder's round trip of the target")
@@ -85,8 +85,7 @@ def main() -> None:
     for kind in KINDS:
         if kind in FILTERS:
             continue
-        t = judge(model, kind, args.cases, args.steps, args.seed)
-        c = judge(model, kind, args.cases, args.steps, args.seed, ceiling=True)
+        t, c = judge(model, kind, args.cases, args.steps, args.seed)
         cells = []
         for role in ("untouched", "edited"):
             n = t[role, "total"]

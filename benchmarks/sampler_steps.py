@@ -15,21 +15,14 @@ import argparse
 import random
 import statistics
 
-import torch
-
 from openkontext.pipeline import run_tensors
+from openkontext.train.autoencoder import psnr
 from openkontext.weights import load_model
 from openkontext.world.edits import KINDS
 from openkontext.world.sampling import edit_batch, generation_batch
 
 STEPS = (1, 2, 4, 8, 16, 32)
 SUCCESS_DB = 25.0
-
-
-def psnr(output: torch.Tensor, target: torch.Tensor) -> list[float]:
-    """Per image PSNR in dB of (B, 3, H, W) pictures in [-1, 1]."""
-    mse = ((output - target) / 2).pow(2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
-    return (-10 * torch.log10(mse)).tolist()
 
 
 def sweep(model, cases: int, seed: int) -> dict[str, dict[int, tuple[float, float]]]:
@@ -48,7 +41,7 @@ def sweep(model, cases: int, seed: int) -> dict[str, dict[int, tuple[float, floa
         row = {}
         for steps in STEPS:
             out = run_tensors(model, prompts, list(range(cases)), size, size, steps, None, refs)
-            scores = psnr(out, target)
+            scores = psnr(out, target).tolist()
             row[steps] = (statistics.median(scores),
                           sum(s >= SUCCESS_DB for s in scores) / cases)
         table[kind] = row
@@ -61,7 +54,6 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=16, help="edits per kind")
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args()
-    torch.manual_seed(0)
     table = sweep(load_model(args.weights), args.cases, args.seed)
     print(f"median PSNR dB (success) over {args.cases} edits a kind, by Euler steps")
     print("| kind | " + " | ".join(str(s) for s in STEPS) + " |")
