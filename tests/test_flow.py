@@ -88,6 +88,14 @@ def test_interpolate_and_loss_follow_the_convention():
     assert flow.flow_loss(torch.zeros_like(data), data, noise).tolist() == [9.0, 9.0, 9.0]
 
 
+def test_token_weights_average_each_samples_tokens_with_those_weights():
+    data, noise = torch.zeros(2, 3, 4), torch.zeros(2, 3, 4)
+    pred = torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1).expand(2, 3, 4)  # token errors 1, 4, 9
+    weight = torch.tensor([[1.0, 1.0, 1.0], [0.0, 1.0, 3.0]])
+    assert flow.flow_loss(pred, data, noise, weight).tolist() == pytest.approx([14 / 3, 31 / 4])
+    assert flow.flow_loss(pred, data, noise).tolist() == pytest.approx([14 / 3, 14 / 3])
+
+
 def test_logit_normal_t_is_in_open_unit_interval_and_centred():
     t = flow.sample_t_logit_normal(20000, generator=torch.Generator().manual_seed(1))
     assert t.min() > 0 and t.max() < 1

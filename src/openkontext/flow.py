@@ -117,7 +117,14 @@ def interpolate(data: Tensor, noise: Tensor, t: Tensor) -> Tensor:
     return (1 - t) * data + t * noise
 
 
-def flow_loss(pred_velocity: Tensor, data: Tensor, noise: Tensor) -> Tensor:
-    """Per-sample mean squared error to the true velocity (noise - data): (B,)."""
+def flow_loss(
+    pred_velocity: Tensor, data: Tensor, noise: Tensor, token_weight: Tensor | None = None
+) -> Tensor:
+    """Per-sample mean squared error to the true velocity (noise - data): (B,). With
+    `token_weight` (B, N) for packed (B, N, C) latents, each sample's tokens are averaged with
+    those weights instead of equally."""
     err = (pred_velocity.float() - (noise - data).float()) ** 2
-    return err.flatten(1).mean(dim=1)
+    if token_weight is None:
+        return err.flatten(1).mean(dim=1)
+    per_token = err.mean(dim=2)
+    return (per_token * token_weight).sum(dim=1) / token_weight.sum(dim=1)

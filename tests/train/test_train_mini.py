@@ -290,9 +290,10 @@ def test_a_resumed_run_ends_exactly_where_an_unbroken_one_does(run, tmp_path):
     assert step_streams(0, 5)[0].random() == step_streams(0, 5)[0].random()
 
 
-def test_kind_weights_and_t_mean_are_kept_by_a_resumed_run(run, tmp_path):
-    """--kind-weights and --t-mean go into the checkpoint's config, and a resume without them
-    keeps the run's own (a restart to extend a run must not quietly change its data mix)."""
+def test_kind_weights_t_mean_and_object_weight_are_kept_by_a_resumed_run(run, tmp_path):
+    """--kind-weights, --t-mean and --object-weight go into the checkpoint's config, and a
+    resume without them keeps the run's own (a restart to extend a run must not quietly change
+    its data mix or its loss)."""
     import shutil
 
     out = tmp_path / "run"
@@ -308,13 +309,15 @@ def test_kind_weights_and_t_mean_are_kept_by_a_resumed_run(run, tmp_path):
         return state["config"]
 
     first = train("--kind-weights", "recolor=3, background=2.5", "--t-mean", "1.5",
-                  steps=step + 1)
+                  "--object-weight", "4", steps=step + 1)
     assert first["kind_weights"] == {"recolor": 3.0, "background": 2.5}
-    assert first["t_mean"] == 1.5
+    assert first["t_mean"] == 1.5 and first["object_weight"] == 4.0
     kept = train(steps=step + 2)
     assert kept["kind_weights"] == first["kind_weights"] and kept["t_mean"] == 1.5
-    changed = train("--kind-weights", "swap=2", steps=step + 3)
+    assert kept["object_weight"] == 4.0
+    changed = train("--kind-weights", "swap=2", "--object-weight", "0", steps=step + 3)
     assert changed["kind_weights"] == {"swap": 2.0} and changed["t_mean"] == 1.5
+    assert changed["object_weight"] == 0.0
     for weights, message in (("recolor", "expected KIND=WEIGHT, got 'recolor'"),
                              ("recolor=lots", "weight of 'recolor' is not a number"),
                              ("rotate=2", "unknown edit kind 'rotate'"),
@@ -322,6 +325,46 @@ def test_kind_weights_and_t_mean_are_kept_by_a_resumed_run(run, tmp_path):
         result = CliRunner().invoke(app, ["train", "mini", "--out", str(out), "--steps",
                                           str(step + 9), "--kind-weights", weights])
         assert result.exit_code == 2 and message in unboxed(result.output), weights
+    for weight in ("-1", "nan", "inf"):
+        result = CliRunner().invoke(app, ["train", "mini", "--out", str(out), "--steps",
+                                          str(step + 9), "--object-weight", weight])
+        assert result.exit_code == 2, weight
+        assert "--object-weight" in unboxed(result.output)
+        assert "must be a finite number >= 0" in unboxed(result.output), weight
     assert torch.load(out / "flux.pt", weights_only=False)["step"] == step + 3  # untouched
     with pytest.raises(ValueError, match="unknown edit kind 'rotate'"):
         FlowTrainConfig(kind_weights={"rotate": 1})
+    with pytest.raises(ValueError, match="object_weight must be finite and >= 0"):
+        FlowTrainConfig(object_weight=-0.5)
+
+
+def test_object_tokens_mark_every_token_an_object_touches_in_any_image():
+    from openkontext.train.transformer import object_tokens
+
+    target = torch.full((1, 3, 32, 32), -1.0)
+    target[:, :, 20:22, 3:5] = 1.0  # one object in the token at row 1, column 0
+    source = torch.full((1, 3, 32, 32), -1.0)
+    source[:, 0, 1:3, 29:31] = 0.5  # one in row 0, column 1
+    assert object_tokens([target], 16).tolist() == [[0.0, 0.0, 1.0, 0.0]]
+    assert object_tokens([target, source], 16).tolist() == [[0.0, 1.0, 1.0, 0.0]]
+    # an object pixel on a token's edge reaches the next token through the one-pixel border
+    edge = torch.full((1, 3, 32, 32), -1.0)
+    edge[:, :, 15, 5] = 1.0
+    assert object_tokens([edge], 16).tolist() == [[1.0, 0.0, 1.0, 0.0]]
+
+
+def test_object_weighting_trains_on_the_weighted_loss_and_logs_the_plain_one(run):
+    """Two steppers from the same seed on the same batch: the logged loss is the unweighted
+    one in both (runs compare on one measure); only the weighted one trains differently."""
+    from openkontext.train.transformer import Stepper, step_streams
+
+    _, ae, _ = run
+    cfg = dict(edit_batch=3, generation_batch=1, autocast_bf16=False)
+    plain = Stepper(get_preset("mini"), ae, FlowTrainConfig(**cfg))
+    weighted = Stepper(get_preset("mini"), ae, FlowTrainConfig(object_weight=4.0, **cfg))
+    a, b = plain.train_step(*step_streams(0, 0)), weighted.train_step(*step_streams(0, 0))
+    assert a["loss"] == b["loss"] and a["kinds"] == b["kinds"] and a["bands"] == b["bands"]
+    assert "loss_weighted" not in a and b["loss_weighted"] != b["loss"]
+    moved = [not torch.equal(p, q) for p, q in zip(plain.flux.parameters(),
+                                                  weighted.flux.parameters(), strict=True)]
+    assert any(moved)

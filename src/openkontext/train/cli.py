@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -35,12 +36,21 @@ def train_mini(
     ] = "mini",
     kind_weights: Annotated[
         str | None,
-        typer.Option(help="weights for drawing edit kinds, e.g. 'recolor=3,background=2' "
-                     "(unlisted kinds weigh 1; default: the run's own, else uniform)"),
+        typer.Option(
+            help="weights for drawing edit kinds, e.g. 'recolor=3,background=2' "
+            "(unlisted kinds weigh 1; default: the run's own, else uniform)"
+        ),
     ] = None,
     t_mean: Annotated[
         float | None,
         typer.Option(help="centre of the logit-normal t (default: the run's own, else 1.0)"),
+    ] = None,
+    object_weight: Annotated[
+        float | None,
+        typer.Option(
+            help="extra loss weight of tokens holding an object: they weigh 1 + this "
+            "(default: the run's own, else 0)"
+        ),
     ] = None,
 ) -> None:
     """Train the autoencoder (stage 1), then the transformer (stage 2; with the text encoder
@@ -59,6 +69,10 @@ def train_mini(
         weights = None if kind_weights is None else parse_kind_weights(kind_weights)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--kind-weights") from None
+    if object_weight is not None and not (math.isfinite(object_weight) and object_weight >= 0):
+        raise typer.BadParameter(
+            f"must be a finite number >= 0, got {object_weight}", param_hint="--object-weight"
+        )
     if threads:
         torch.set_num_threads(threads)
     try:
@@ -74,14 +88,25 @@ def train_mini(
         weights = held.get("kind_weights")
     if t_mean is None:
         t_mean = held.get("t_mean", FlowTrainConfig.t_mean)
+    if object_weight is None:
+        object_weight = held.get("object_weight", FlowTrainConfig.object_weight)
     if init_from is not None:
         seed_run_from_export(init_from, out, preset)
     ae = train_autoencoder(preset.ae, out, AETrainConfig(steps=ae_steps, batch_size=16), resume)
     typer.echo(f"autoencoder ready: scale {ae.params.scale_factor} shift {ae.params.shift_factor}")
     preset = dataclasses.replace(preset, ae=ae.params)
-    cfg = FlowTrainConfig(steps=steps, cooldown=cooldown, kind_weights=weights, t_mean=t_mean)
-    if weights or t_mean != FlowTrainConfig.t_mean:
-        typer.echo(f"edit kinds weighted {weights or 'uniformly'}, t centred at {t_mean}")
+    cfg = FlowTrainConfig(
+        steps=steps,
+        cooldown=cooldown,
+        kind_weights=weights,
+        t_mean=t_mean,
+        object_weight=object_weight,
+    )
+    if weights or t_mean != FlowTrainConfig.t_mean or object_weight:
+        typer.echo(
+            f"edit kinds weighted {weights or 'uniformly'}, t centred at {t_mean}, "
+            f"object tokens weigh {1 + object_weight}"
+        )
     train_transformer(preset, ae, out, cfg, resume)
 
 
@@ -118,8 +143,11 @@ def train_decoder_cmd(
         "runs/mini"
     ),
     steps: Annotated[
-        int, typer.Option(help="decoder steps (total, including resumed; a larger total than "
-                          "the last run's starts a new learning-rate cycle)")
+        int,
+        typer.Option(
+            help="decoder steps (total, including resumed; a larger total than "
+            "the last run's starts a new learning-rate cycle)"
+        ),
     ] = 5000,
     lr: Annotated[float, typer.Option(help="peak learning rate (cosine to 0)")] = 1e-3,
     threads: Annotated[int, typer.Option(help="torch CPU threads (0 = torch's default)")] = 0,

@@ -11,18 +11,20 @@ edits through the pipeline and its PSNR to ground truth is logged beside the ide
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from openkontext import flow
 from openkontext.model import AutoEncoder, Flux, ModelPreset, build_text_encoder
 from openkontext.packing import References, image_ids, pack, text_ids
 from openkontext.pipeline import LoadedModel, run_tensors
-from openkontext.train.autoencoder import psnr
+from openkontext.train.autoencoder import object_mask, psnr
 from openkontext.train.common import EMA, JsonlLog, atomic_torch_save, native_bf16, progress_bar
 from openkontext.world.sampling import (
     check_kind_weights,
@@ -56,6 +58,10 @@ class FlowTrainConfig:
     # {edit kind: weight} for drawing the kinds of a step's edits (unlisted kinds weigh 1);
     # None draws them uniformly
     kind_weights: dict[str, float] | None = None
+    # Tokens that hold an object (or part of one) in the target or the reference weigh
+    # 1 + object_weight in each sample's loss. Most tokens of a picture are plain background,
+    # which the model gets right early; the errors left are in objects (docs/mini.md, session 6).
+    object_weight: float = 0.0
     checkpoint_every: int = 200
     eval_every: int = 1000
     eval_cases: int = 48
@@ -66,6 +72,15 @@ class FlowTrainConfig:
 
     def __post_init__(self) -> None:
         check_kind_weights(self.kind_weights)
+        if not math.isfinite(self.object_weight) or self.object_weight < 0:
+            raise ValueError(f"object_weight must be finite and >= 0, got {self.object_weight}")
+
+
+def object_tokens(images: list[torch.Tensor], patch: int) -> torch.Tensor:
+    """(B, N) float: 1 for each packed token (a `patch` x `patch` pixel square, in packing
+    order) where any of the images has an object pixel (`object_mask`), else 0."""
+    masks = [F.max_pool2d(object_mask(x), patch).flatten(1) for x in images]
+    return torch.stack(masks).amax(dim=0)
 
 
 class Stepper:
@@ -95,8 +110,9 @@ class Stepper:
         prompts: list[str],
         source: torch.Tensor | None,
         gen: torch.Generator,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sample losses (B,) and their t (B,) for one sub-batch."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-sample losses (B,) to train on (object tokens weighted, see `object_weight`),
+        the same unweighted (B,) and their t (B,) for one sub-batch."""
         # The frozen encoder runs in bf16 too where that is fast, and the latents' rounding error
         # (~0.4%) is far below the noise the flow adds.
         with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=self.cfg.autocast_bf16):
@@ -119,7 +135,13 @@ class Stepper:
             pred = self.flux(
                 img=x, img_ids=ids, txt=txt, txt_ids=text_ids(b, txt.shape[1]), timesteps=t, y=vec
             )
-        return flow.flow_loss(pred[:, :n], data, noise), t
+        plain = flow.flow_loss(pred[:, :n], data, noise)
+        if not self.cfg.object_weight:
+            return plain, plain, t
+        patch = self.ae.params.downsample * 2  # a token is a 2 x 2 patch of latent pixels
+        images = [target] if source is None else [target, source]
+        weight = 1 + self.cfg.object_weight * object_tokens(images, patch)
+        return flow.flow_loss(pred[:, :n], data, noise, weight), plain, t
 
     def train_step(self, rng: random.Random, gen: torch.Generator) -> dict:
         cfg, size = self.cfg, self.preset.native_size
@@ -129,14 +151,14 @@ class Stepper:
         for group in self.opt.param_groups:
             group["lr"] = lr
         edits = edit_batch(rng, cfg.edit_batch, size, kind_weights=cfg.kind_weights)
-        losses, ts = self.loss(edits.target, edits.instructions, edits.source, gen)
+        losses, plain, ts = self.loss(edits.target, edits.instructions, edits.source, gen)
         by_kind: dict[str, list[float]] = {}
-        for kind, value in zip(edits.kinds, losses.tolist(), strict=True):
+        for kind, value in zip(edits.kinds, plain.tolist(), strict=True):
             by_kind.setdefault(kind, []).append(value)
         if cfg.generation_batch:
             gens = generation_batch(rng, cfg.generation_batch, size)
-            gl, gt = self.loss(gens.target, gens.descriptions, None, gen)
-            losses, ts = torch.cat((losses, gl)), torch.cat((ts, gt))
+            gl, gp, gt = self.loss(gens.target, gens.descriptions, None, gen)
+            losses, plain, ts = torch.cat((losses, gl)), torch.cat((plain, gp)), torch.cat((ts, gt))
         loss = losses.mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -151,9 +173,13 @@ class Stepper:
         for lo, hi in zip(T_BANDS[:-1], T_BANDS[1:], strict=True):
             sel = (ts >= lo) & (ts < hi)
             if sel.any():
-                bands[f"t{lo:.2f}"] = round(losses[sel].mean().item(), 5)
+                bands[f"t{lo:.2f}"] = round(plain[sel].mean().item(), 5)
+        weighted = {"loss_weighted": round(loss.item(), 5)} if cfg.object_weight else {}
+        # "loss" (and the bands and kinds) stay unweighted, so runs with and without object
+        # weighting compare on one measure (benchmarks/compare_runs.py)
         return {
-            "loss": round(loss.item(), 5),
+            "loss": round(plain.mean().item(), 5),
+            **weighted,
             "grad_norm": round(grad_norm.item(), 3),
             "lr": lr,
             "bands": bands,
