@@ -31,6 +31,8 @@ def test_initial_noise_matches_the_reference_draw_and_batches_like_a_loop():
     assert a.shape == (2, 16, 8, 12)
     ref = torch.randn(1, 16, 8, 12, generator=torch.Generator().manual_seed(8))
     assert torch.equal(a[1:], ref)
+    # a 4x autoencoder (preset mini-fine) has twice the latent side
+    assert initial_noise([7], 16, 64, 96, downsample=4).shape == (1, 16, 16, 24)
 
 
 def test_same_seed_same_bytes_and_different_seed_differs(kontext, scene_png):

@@ -91,11 +91,14 @@ def initial_noise(
     width: int,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    downsample: int = 8,
 ) -> Tensor:
     """Starting noise for images of (height, width) px: one CPU generator per image, seeded with
     its seed, drawing (1, z, 2*ceil(H/16), 2*ceil(W/16)) as the reference pipelines do for an
-    8x autoencoder. -> (B, z, h, w). A batch equals the same seeds drawn one by one."""
-    h, w = 2 * math.ceil(height / 16), 2 * math.ceil(width / 16)
+    8x autoencoder (2*ceil(H/(2*f)) for an f-times one). -> (B, z, h, w). A batch equals the
+    same seeds drawn one by one."""
+    cell = 2 * downsample  # one packed token
+    h, w = 2 * math.ceil(height / cell), 2 * math.ceil(width / cell)
     draws = [
         torch.randn(1, z_channels, h, w, generator=torch.Generator("cpu").manual_seed(s))
         for s in seeds
@@ -181,7 +184,8 @@ def run_tensors(
     # 2. References, encoded one at a time.
     refs = encode_references(model, references) if references else None
     # 3. Denoise from seeded noise.
-    noise = initial_noise(seeds, model.z_channels, height, width, model.device, model.dtype)
+    factor = model.ae.params.downsample
+    noise = initial_noise(seeds, model.z_channels, height, width, model.device, model.dtype, factor)
     z = sample_latents(model, txt, vec, noise, steps, guidance, refs, on_step, cancelled)
     # 4. Decode.
     with model.using(model.ae) as ae:
