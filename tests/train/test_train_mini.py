@@ -1,6 +1,7 @@
 """The mini training stages run, checkpoint, resume and export (a few steps each)."""
 
 import json
+import random
 import re
 
 import pytest
@@ -69,6 +70,31 @@ def test_export_loads_as_weights(run, tmp_path):
     assert model.preset.name == "mini"
     info = json.loads((tmp_path / "mini.json").read_text())["info"]
     assert info["ae_steps"] == 2 and info["transformer_steps"] >= 2
+
+
+def test_a_mini_fine_run_trains_exports_and_edits_on_its_finer_grid(tmp_path):
+    """mini-fine's 4x autoencoder: 16 x 16 latents, 8 x 8 tokens per 64 px picture, through
+    training, export, loading and an edit."""
+    import io
+
+    from openkontext.pipeline import Kontext
+    from openkontext.world.render import render, to_pil
+    from openkontext.world.scene import random_scene
+
+    preset = get_preset("mini-fine")
+    ae = train_autoencoder(preset.ae, tmp_path, AETrainConfig(steps=1, batch_size=2))
+    assert ae.encode(torch.zeros(1, 3, 64, 64)).shape == (1, 16, 16, 16)
+    cfg = FlowTrainConfig(steps=1, edit_batch=2, generation_batch=1, eval_every=100)
+    train_transformer(preset, ae, tmp_path, cfg)
+    result = CliRunner().invoke(app, ["train", "export", "--run", str(tmp_path), "--out",
+                                      str(tmp_path / "export")])
+    assert result.exit_code == 0, result.output
+    model = load_model(tmp_path / "export")
+    assert model.preset.name == "mini-fine" and model.preset.latent_multiple == 8
+    buf = io.BytesIO()
+    to_pil(render(random_scene(random.Random(1)), 64)).save(buf, "PNG")
+    edited = Kontext(model).edit(buf.getvalue(), "make it night", seed=1, steps=2)
+    assert edited.images[0].size == (64, 64)
 
 
 def test_training_continues_from_an_export_on_a_fresh_machine(run, tmp_path):
