@@ -95,6 +95,24 @@ def test_a_mini_fine_run_trains_exports_and_edits_on_its_finer_grid(tmp_path):
     to_pil(render(random_scene(random.Random(1)), 64)).save(buf, "PNG")
     edited = Kontext(model).edit(buf.getvalue(), "make it night", seed=1, steps=2)
     assert edited.images[0].size == (64, 64)
+    # continuing from the export trains its preset without being told
+    result = CliRunner().invoke(app, ["train", "mini", "--out", str(tmp_path / "more"),
+                                      "--init-from", str(tmp_path / "export"), "--steps", "2",
+                                      "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    state = torch.load(tmp_path / "more" / "flux.pt", weights_only=False)
+    assert state["preset"] == "mini-fine" and state["step"] == 2
+    # a preset whose autoencoder has another shape cannot continue it
+    result = CliRunner().invoke(app, ["train", "mini", "--out", str(tmp_path / "other"),
+                                      "--init-from", str(tmp_path / "export"), "--preset", "mini"])
+    assert result.exit_code == 2
+    assert "holds a 'mini-fine' model, whose autoencoder does not fit 'mini'" in unboxed(
+        result.output)
+    assert not (tmp_path / "other" / "flux.pt").exists()
+    result = CliRunner().invoke(app, ["train", "mini", "--out", str(tmp_path / "other"),
+                                      "--init-from", str(tmp_path / "nothing")])
+    assert result.exit_code == 2 and "holds no mini export (no mini.json)" in unboxed(
+        result.output)
 
 
 def test_training_continues_from_an_export_on_a_fresh_machine(run, tmp_path):

@@ -12,6 +12,9 @@ import typer
 
 app = typer.Typer(help="Train the embedded mini model on Shapes World.", no_args_is_help=True)
 
+# What a new run trains when --preset is not given (session 7 on: the finer token grid).
+DEFAULT_PRESET = "mini-fine"
+
 
 @app.command("mini")
 def train_mini(
@@ -32,8 +35,13 @@ def train_mini(
         typer.Option(help="start an empty run folder from a mini export (e.g. the shipped one)"),
     ] = None,
     preset_name: Annotated[
-        str, typer.Option("--preset", help="mini (sentence encoder), mini-deep or mini-byte")
-    ] = "mini",
+        str | None,
+        typer.Option(
+            "--preset",
+            help="mini-fine, mini, mini-deep or mini-byte (default: the run's own, else the "
+            "--init-from export's, else mini-fine)",
+        ),
+    ] = None,
     kind_weights: Annotated[
         str | None,
         typer.Option(
@@ -75,12 +83,19 @@ def train_mini(
         )
     if threads:
         torch.set_num_threads(threads)
+    held_state = _held_run(out)
+    if preset_name is None:
+        if held_state:
+            preset_name = held_state.get("preset", "mini")  # older runs did not record it
+        elif init_from is not None:
+            preset_name = _export_preset_name(init_from)
+        else:
+            preset_name = DEFAULT_PRESET
     try:
         preset = get_preset(preset_name)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--preset") from None
     out.mkdir(parents=True, exist_ok=True)
-    held_state = _held_run(out)
     _check_run_preset(held_state, out, preset.name)
     # A resumed run keeps its data mix and t unless told otherwise.
     held = held_state.get("config", {}) if resume else {}
@@ -124,6 +139,15 @@ def parse_kind_weights(text: str) -> dict[str, float]:
         except ValueError:
             raise ValueError(f"the weight of {kind.strip()!r} is not a number: {value!r}") from None
     return check_kind_weights(weights)
+
+
+def _export_preset_name(folder: Path) -> str:
+    config = Path(folder) / "mini.json"
+    if not config.exists():
+        raise typer.BadParameter(
+            f"{folder} holds no mini export (no mini.json)", param_hint="--init-from"
+        )
+    return json.loads(config.read_text())["preset"]["name"]
 
 
 def _held_run(out: Path) -> dict:
@@ -232,6 +256,12 @@ def seed_run_from_export(export_dir: Path, out: Path, preset) -> None:
     if (out / "ae.pt").exists() or (out / "flux.pt").exists():
         raise typer.BadParameter(f"{out} already holds a run; --init-from needs an empty folder")
     model = load_mini(export_dir)
+    if _ae_shape(model.preset.ae) != _ae_shape(preset.ae):
+        raise typer.BadParameter(
+            f"{export_dir} holds a {model.preset.name!r} model, whose autoencoder does not fit "
+            f"{preset.name!r}; pass --preset {model.preset.name}",
+            param_hint="--init-from",
+        )
     info = json.loads((Path(export_dir) / "mini.json").read_text()).get("info", {})
     fresh = torch.optim.AdamW(model.ae.parameters()).state_dict()
     atomic_torch_save(
@@ -272,3 +302,8 @@ def seed_run_from_export(export_dir: Path, out: Path, preset) -> None:
         },
         out / "flux.pt",
     )
+
+
+def _ae_shape(params):
+    """Autoencoder params without the calibration (scale and shift), which training sets."""
+    return dataclasses.replace(params, scale_factor=1.0, shift_factor=0.0)
