@@ -330,7 +330,7 @@ def test_load_model_random_embedded_and_missing(tmp_path, monkeypatch):
     model = load_model("random", dtype=torch.bfloat16)
     assert model.preset.name == "mini" and model.dtype == torch.bfloat16
     assert {p.dtype for p in model.flux.parameters()} == {torch.bfloat16}
-    assert load_model(None).preset.name == "mini"  # the shipped export
+    assert load_model(None).preset.name == "mini-fine"  # the shipped export
     monkeypatch.setattr(weights_module, "EMBEDDED_DIR", tmp_path)
     with pytest.raises(WeightsError, match="no embedded mini weights"):
         load_model(None)

@@ -62,7 +62,7 @@ def test_serve_cli_with_the_embedded_model_edits_and_generates(tmp_path):
                 pass
             assert time.monotonic() < deadline, "the server never became healthy"
             time.sleep(0.2)
-        assert health.json()["model"] == "mini"
+        assert health.json()["model"] == "mini-fine"
         scene = Scene.from_json(
             '{"background": "yellow", "objects": [{"shape": "circle", "color": "red", '
             '"cell": "center", "size": "large"}]}'
