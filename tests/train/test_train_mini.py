@@ -378,7 +378,7 @@ def test_kind_weights_t_mean_and_object_weight_are_kept_by_a_resumed_run(run, tm
     assert torch.load(out / "flux.pt", weights_only=False)["step"] == step + 3  # untouched
     with pytest.raises(ValueError, match="unknown edit kind 'rotate'"):
         FlowTrainConfig(kind_weights={"rotate": 1})
-    with pytest.raises(ValueError, match="object_weight must be finite and >= 0"):
+    with pytest.raises(ValueError, match="must be a finite number >= 0, got -0.5"):
         FlowTrainConfig(object_weight=-0.5)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 from typing import Annotated
 
@@ -67,7 +66,11 @@ def train_mini(
 
     from openkontext.model import get_preset
     from openkontext.train.autoencoder import AETrainConfig, train_autoencoder
-    from openkontext.train.transformer import FlowTrainConfig, train_transformer
+    from openkontext.train.transformer import (
+        FlowTrainConfig,
+        check_object_weight,
+        train_transformer,
+    )
 
     if not 0 <= cooldown <= steps:
         raise typer.BadParameter(
@@ -77,16 +80,17 @@ def train_mini(
         weights = None if kind_weights is None else parse_kind_weights(kind_weights)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--kind-weights") from None
-    if object_weight is not None and not (math.isfinite(object_weight) and object_weight >= 0):
-        raise typer.BadParameter(
-            f"must be a finite number >= 0, got {object_weight}", param_hint="--object-weight"
-        )
+    try:
+        if object_weight is not None:
+            check_object_weight(object_weight)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--object-weight") from None
     if threads:
         torch.set_num_threads(threads)
     held_state = _held_run(out)
     if preset_name is None:
         if held_state:
-            preset_name = held_state.get("preset", "mini")  # older runs did not record it
+            preset_name = _run_preset(held_state)
         elif init_from is not None:
             preset_name = _export_preset_name(init_from)
         else:
@@ -148,6 +152,12 @@ def _export_preset_name(folder: Path) -> str:
             f"{folder} holds no mini export (no mini.json)", param_hint="--init-from"
         )
     return json.loads(config.read_text())["preset"]["name"]
+
+
+def _run_preset(state: dict) -> str:
+    """The preset a transformer checkpoint was trained as (runs before session 5 did not record
+    it: they were all mini)."""
+    return state.get("preset", "mini")
 
 
 def _held_run(out: Path) -> dict:
@@ -216,7 +226,7 @@ def export(
     except (FileNotFoundError, ValueError) as e:
         raise typer.BadParameter(str(e), param_hint="--run") from None
     flux_state = torch.load(run / "flux.pt", map_location="cpu", weights_only=False)
-    preset = dataclasses.replace(get_preset(flux_state.get("preset", "mini")), ae=ae.params)
+    preset = dataclasses.replace(get_preset(_run_preset(flux_state)), ae=ae.params)
     flux, text = Flux(preset.flux), build_text_encoder(preset.text)
     flux.load_state_dict(flux_state["ema_flux"])
     text.load_state_dict(flux_state["ema_text"])
@@ -233,7 +243,7 @@ def _check_run_preset(state: dict, out: Path, name: str) -> None:
     """A run folder trains one preset: resuming it under another would mix shapes. state: its
     checkpoint ({} for a new folder)."""
     if state:
-        held = state.get("preset", "mini")
+        held = _run_preset(state)
         if held != name:
             raise typer.BadParameter(
                 f"{out} holds a {held!r} run; pass --preset {held} or use another --out"

@@ -72,8 +72,13 @@ class FlowTrainConfig:
 
     def __post_init__(self) -> None:
         check_kind_weights(self.kind_weights)
-        if not math.isfinite(self.object_weight) or self.object_weight < 0:
-            raise ValueError(f"object_weight must be finite and >= 0, got {self.object_weight}")
+        check_object_weight(self.object_weight)
+
+
+def check_object_weight(weight: float) -> float:
+    if not (math.isfinite(weight) and weight >= 0):
+        raise ValueError(f"must be a finite number >= 0, got {weight}")
+    return weight
 
 
 def object_tokens(images: list[torch.Tensor], patch: int) -> torch.Tensor:
@@ -138,9 +143,9 @@ class Stepper:
         plain = flow.flow_loss(pred[:, :n], data, noise)
         if not self.cfg.object_weight:
             return plain, plain, t
-        patch = self.ae.params.downsample * 2  # a token is a 2 x 2 patch of latent pixels
         images = [target] if source is None else [target, source]
-        weight = 1 + self.cfg.object_weight * object_tokens(images, patch)
+        tokens = object_tokens(images, self.preset.latent_multiple)  # a token's side in pixels
+        weight = 1 + self.cfg.object_weight * tokens
         return flow.flow_loss(pred[:, :n], data, noise, weight), plain, t
 
     def train_step(self, rng: random.Random, gen: torch.Generator) -> dict:
