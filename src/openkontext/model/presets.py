@@ -115,7 +115,8 @@ PRESETS["mini-deep"] = dataclasses.replace(
 
 # Session 7: mini on a finer token grid. The 8x autoencoder gives a 64 px picture 4 x 4 tokens of
 # 16 px, which do not line up with Shapes World's 3 x 3 cells (an object in the centre cell
-# straddles four tokens); one level fewer (4x) gives 8 x 8 tokens of 8 px, 2.2x the step cost.
+# straddles four tokens); one level fewer (4x) gives 8 x 8 tokens of 8 px
+# for twice the training step (benchmarks/train_step_cost.py).
 PRESETS["mini-fine"] = dataclasses.replace(
     PRESETS["mini"],
     name="mini-fine",
