@@ -100,3 +100,30 @@ def test_logit_normal_t_is_in_open_unit_interval_and_centred():
     t = flow.sample_t_logit_normal(20000, generator=torch.Generator().manual_seed(1))
     assert t.min() > 0 and t.max() < 1
     assert abs(t.median().item() - 0.5) < 0.02
+
+
+def test_classifier_free_guidance_combines_the_texted_and_the_empty_prediction():
+    """One doubled batch per call: the second half carries the empty text; the result is
+    uncond + scale * (cond - uncond), and scale 1 gives the texted prediction back."""
+    seen = []
+
+    def model(*, img, img_ids, txt, txt_ids, timesteps, y, guidance=None):
+        seen.append((img.shape[0], txt.clone(), y.clone(), guidance))
+        # a velocity that depends on the text and the pooled vector
+        return img * 0.5 + txt.mean(dim=(1, 2)).view(-1, 1, 1) + y.sum(1).view(-1, 1, 1)
+
+    g = torch.Generator().manual_seed(1)
+    img, txt, y = torch.randn(3, 6, 4, generator=g), torch.randn(3, 2, 5, generator=g), torch.randn(
+        3, 5, generator=g)
+    txt_empty, y_empty = torch.randn(1, 2, 5, generator=g), torch.randn(1, 5, generator=g)
+    args = dict(img=img, img_ids=torch.zeros(3, 6, 3), txt=txt, txt_ids=torch.zeros(3, 2, 3),
+                timesteps=torch.full((3,), 0.5), y=y)
+    cond = model(**args)
+    uncond = model(**{**args, "txt": txt_empty.expand(3, -1, -1), "y": y_empty.expand(3, -1)})
+    seen.clear()
+    out = flow.classifier_free(model, txt_empty, y_empty, 3.0)(**args, guidance=torch.ones(3))
+    assert torch.allclose(out, uncond + 3.0 * (cond - uncond), atol=1e-5)
+    batch, both_txt, both_y, guidance = seen[0]
+    assert len(seen) == 1 and batch == 6 and guidance is None
+    assert torch.equal(both_txt[3:], txt_empty.expand(3, -1, -1)) and torch.equal(both_y[:3], y)
+    assert torch.allclose(flow.classifier_free(model, txt_empty, y_empty, 1.0)(**args), cond)

@@ -177,3 +177,24 @@ def test_cpu_offload_gives_the_same_bytes_and_leaves_weights_on_the_cpu(scene_pn
     assert out.encode("png") == plain.encode("png")
     for part in (base.flux, base.ae, base.text):
         assert {p.device.type for p in part.parameters()} == {"cpu"}
+
+
+def test_guidance_is_classifier_free_on_a_model_trained_for_it_and_ignored_elsewhere(scene_png):
+    """mini has no guidance embedding: guidance is ignored, unless the preset says the model
+    was trained with dropped instructions; then it is the classifier-free scale (1 = none)."""
+    import dataclasses
+
+    from openkontext.model import get_preset
+
+    plain = Kontext(LoadedModel.random("mini", seed=0))
+    cfg_preset = dataclasses.replace(get_preset("mini"), classifier_free=True)
+    guided = Kontext(LoadedModel.random(cfg_preset, seed=0))  # the same weights
+
+    def pixels(k, guidance):
+        r = k.edit(scene_png, "make the circle blue", seed=3, steps=2, guidance=guidance,
+                   preserve=False)
+        return np.asarray(r.images[0], int)
+
+    assert np.array_equal(pixels(plain, 1.0), pixels(plain, 4.0))
+    assert np.array_equal(pixels(guided, 1.0), pixels(plain, 4.0))
+    assert np.abs(pixels(guided, 4.0) - pixels(guided, 1.0)).max() > 0

@@ -54,7 +54,13 @@ Offload = Annotated[
 ]
 Seed = Annotated[int | None, typer.Option(help="same seed + inputs + settings = same bytes")]
 Steps = Annotated[int | None, typer.Option(help="denoising steps 1..50 (default: model's)")]
-Guidance = Annotated[float | None, typer.Option(help="distilled guidance 1..20")]
+Guidance = Annotated[
+    float | None,
+    typer.Option(
+        help="guidance 1..20: distilled on kontext-dev, classifier-free on a mini export "
+        "trained for it, ignored by other mini exports"
+    ),
+]
 Aspect = Annotated[str | None, typer.Option("--aspect-ratio", help="W:H, 21:9 .. 9:21")]
 Width = Annotated[int | None, typer.Option(help="explicit width (with --height)")]
 Height = Annotated[int | None, typer.Option(help="explicit height (with --width)")]

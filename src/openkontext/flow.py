@@ -99,6 +99,30 @@ def denoise(
     return img
 
 
+def classifier_free(
+    model: Callable[..., Tensor], txt_empty: Tensor, vec_empty: Tensor, scale: float
+) -> Callable[..., Tensor]:
+    """`model` (the transformer's call signature) with classifier-free guidance: each call runs
+    the batch twice in one pass, with its text and with the empty text's (`txt_empty` (1, L, D),
+    `vec_empty` (1, D); a model trained with dropped instructions learnt what that means), and
+    returns uncond + scale * (cond - uncond). Distilled guidance is not passed on."""
+
+    def guided(*, img, img_ids, txt, txt_ids, timesteps, y, guidance=None) -> Tensor:
+        b = img.shape[0]
+        both = model(
+            img=torch.cat((img, img)),
+            img_ids=torch.cat((img_ids, img_ids)),
+            txt=torch.cat((txt, txt_empty.to(txt).expand(b, -1, -1))),
+            txt_ids=torch.cat((txt_ids, txt_ids)),
+            timesteps=torch.cat((timesteps, timesteps)),
+            y=torch.cat((y, vec_empty.to(y).expand(b, -1))),
+        )
+        cond, uncond = both[:b], both[b:]
+        return uncond + scale * (cond - uncond)
+
+    return guided
+
+
 def sample_t_logit_normal(
     batch: int,
     mean: float = 0.0,

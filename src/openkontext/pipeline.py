@@ -135,13 +135,22 @@ def sample_latents(
     on_step: flow.StepCallback | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> Tensor:
-    """Denoise `noise` (B, z, h, w) into normalised latents of the same shape."""
+    """Denoise `noise` (B, z, h, w) into normalised latents of the same shape. `guidance`: the
+    distilled guidance of a model that embeds it, the classifier-free scale of a
+    `classifier_free` preset (1 = none), else ignored."""
     batch, _, h, w = noise.shape
     img = pack(noise)
     timesteps = flow.get_schedule(steps, img.shape[1])
+    guided = None
     if not model.flux.params.guidance_embed:
+        if model.preset.classifier_free and guidance is not None and guidance > 1:
+            with model.using(model.text) as text:
+                guided = text.encode([""]), guidance
         guidance = None
     with model.using(model.flux) as flux:
+        if guided is not None:
+            (txt_empty, vec_empty), scale = guided
+            flux = flow.classifier_free(flux, txt_empty, vec_empty, scale)
         out = flow.denoise(
             flux,
             img,

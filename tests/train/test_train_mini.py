@@ -353,15 +353,17 @@ def test_kind_weights_t_mean_and_object_weight_are_kept_by_a_resumed_run(run, tm
         return state["config"]
 
     first = train("--kind-weights", "recolor=3, background=2.5", "--t-mean", "1.5",
-                  "--object-weight", "4", steps=step + 1)
+                  "--object-weight", "4", "--text-drop", "0.1", steps=step + 1)
     assert first["kind_weights"] == {"recolor": 3.0, "background": 2.5}
     assert first["t_mean"] == 1.5 and first["object_weight"] == 4.0
+    assert first["text_drop"] == 0.1
     kept = train(steps=step + 2)
     assert kept["kind_weights"] == first["kind_weights"] and kept["t_mean"] == 1.5
-    assert kept["object_weight"] == 4.0
-    changed = train("--kind-weights", "swap=2", "--object-weight", "0", steps=step + 3)
+    assert kept["object_weight"] == 4.0 and kept["text_drop"] == 0.1
+    changed = train("--kind-weights", "swap=2", "--object-weight", "0", "--text-drop", "0",
+                    steps=step + 3)
     assert changed["kind_weights"] == {"swap": 2.0} and changed["t_mean"] == 1.5
-    assert changed["object_weight"] == 0.0
+    assert changed["object_weight"] == 0.0 and changed["text_drop"] == 0.0
     for weights, message in (("recolor", "expected KIND=WEIGHT, got 'recolor'"),
                              ("recolor=lots", "weight of 'recolor' is not a number"),
                              ("rotate=2", "unknown edit kind 'rotate'"),
@@ -375,6 +377,12 @@ def test_kind_weights_t_mean_and_object_weight_are_kept_by_a_resumed_run(run, tm
         assert result.exit_code == 2, weight
         assert "--object-weight" in unboxed(result.output)
         assert "must be a finite number >= 0" in unboxed(result.output), weight
+    for rate in ("-0.1", "1", "nan"):
+        result = CliRunner().invoke(app, ["train", "mini", "--out", str(out), "--steps",
+                                          str(step + 9), "--text-drop", rate])
+        assert result.exit_code == 2, rate
+        assert "--text-drop" in unboxed(result.output)
+        assert "must be a fraction in [0, 1)" in unboxed(result.output), rate
     assert torch.load(out / "flux.pt", weights_only=False)["step"] == step + 3  # untouched
     with pytest.raises(ValueError, match="unknown edit kind 'rotate'"):
         FlowTrainConfig(kind_weights={"rotate": 1})
@@ -412,3 +420,49 @@ def test_object_weighting_trains_on_the_weighted_loss_and_logs_the_plain_one(run
     moved = [not torch.equal(p, q) for p, q in zip(plain.flux.parameters(),
                                                   weighted.flux.parameters(), strict=True)]
     assert any(moved)
+
+
+def test_dropped_texts_come_from_their_own_stream_at_the_asked_rate():
+    from openkontext.train.transformer import drop_texts
+
+    texts = [f"make object {i} red" for i in range(2000)]
+    dropped = drop_texts(texts, 0.1, random.Random(4))
+    assert dropped == drop_texts(texts, 0.1, random.Random(4))
+    empty = [i for i, t in enumerate(dropped) if t == ""]
+    assert 150 < len(empty) < 250  # binomial(2000, 0.1): 200 +- 13.4
+    assert all(dropped[i] == texts[i] for i in range(2000) if i not in set(empty))
+    assert drop_texts(texts, 0.0, random.Random(4)) == texts
+
+
+def test_a_text_drop_run_exports_classifier_free_guidance(run, tmp_path):
+    """A run trained with --text-drop exports a preset marked classifier_free, with the scale
+    `--guidance` names as its default; a run without cannot be given one."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(run[0], out)
+    step = torch.load(out / "flux.pt", weights_only=False)["step"]
+
+    def export(folder, *options):
+        return CliRunner().invoke(app, ["train", "export", "--run", str(out), "--out",
+                                        str(folder), *options])
+
+    result = export(tmp_path / "plain", "--guidance", "2")
+    assert result.exit_code == 2 and "not trained with --text-drop" in unboxed(result.output)
+    assert not (tmp_path / "plain").exists()
+    result = CliRunner().invoke(app, ["train", "mini", "--out", str(out), "--threads", "1",
+                                      "--steps", str(step + 1), "--text-drop", "0.2"])
+    assert result.exit_code == 0, result.output
+    assert "instructions dropped 20%" in result.output
+    result = export(tmp_path / "bad", "--guidance", "25")
+    assert result.exit_code == 2 and "must be 1..20, got 25.0" in unboxed(result.output)
+    assert export(tmp_path / "default").exit_code == 0
+    model = load_model(tmp_path / "default")
+    assert model.preset.classifier_free and model.preset.default_guidance == 1.0
+    assert export(tmp_path / "guided", "--guidance", "2.5").exit_code == 0
+    model = load_model(tmp_path / "guided")
+    assert model.preset.classifier_free and model.preset.default_guidance == 2.5
+    older = json.loads((tmp_path / "guided" / "mini.json").read_text())
+    del older["preset"]["classifier_free"]  # an export written before session 8
+    (tmp_path / "guided" / "mini.json").write_text(json.dumps(older))
+    assert not load_model(tmp_path / "guided").preset.classifier_free

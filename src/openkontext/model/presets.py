@@ -41,6 +41,10 @@ class ModelPreset:
     native_size: int  # side of the square the model was trained at
     default_steps: int
     default_guidance: float
+    # Trained with some instructions dropped (`train mini --text-drop`), so the model knows the
+    # velocity for an empty instruction: on a model without a guidance embedding, guidance > 1
+    # then runs classifier-free guidance at that scale (else guidance is ignored there).
+    classifier_free: bool = False
 
     @property
     def latent_multiple(self) -> int:
@@ -143,6 +147,7 @@ def preset_to_dict(preset: ModelPreset) -> dict:
         "native_size": preset.native_size,
         "default_steps": preset.default_steps,
         "default_guidance": preset.default_guidance,
+        "classifier_free": preset.classifier_free,
     }
 
 
@@ -155,4 +160,5 @@ def preset_from_dict(d: dict) -> ModelPreset:
         native_size=d["native_size"],
         default_steps=d["default_steps"],
         default_guidance=d["default_guidance"],
+        classifier_free=d.get("classifier_free", False),  # exports before session 8 lack it
     )

@@ -59,6 +59,13 @@ def train_mini(
             "(default: the run's own, else 0)"
         ),
     ] = None,
+    text_drop: Annotated[
+        float | None,
+        typer.Option(
+            help="fraction of samples trained with an empty instruction, for classifier-free "
+            "guidance (default: the run's own, else 0)"
+        ),
+    ] = None,
 ) -> None:
     """Train the autoencoder (stage 1), then the transformer (stage 2; with the text encoder
     when it is the byte-level one)."""
@@ -69,6 +76,7 @@ def train_mini(
     from openkontext.train.transformer import (
         FlowTrainConfig,
         check_object_weight,
+        check_text_drop,
         train_transformer,
     )
 
@@ -85,6 +93,11 @@ def train_mini(
             check_object_weight(object_weight)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--object-weight") from None
+    try:
+        if text_drop is not None:
+            check_text_drop(text_drop)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--text-drop") from None
     if threads:
         torch.set_num_threads(threads)
     held_state = _held_run(out)
@@ -109,6 +122,8 @@ def train_mini(
         t_mean = held.get("t_mean", FlowTrainConfig.t_mean)
     if object_weight is None:
         object_weight = held.get("object_weight", FlowTrainConfig.object_weight)
+    if text_drop is None:
+        text_drop = held.get("text_drop", FlowTrainConfig.text_drop)
     if init_from is not None:
         seed_run_from_export(init_from, out, preset)
     ae = train_autoencoder(preset.ae, out, AETrainConfig(steps=ae_steps, batch_size=16), resume)
@@ -120,11 +135,12 @@ def train_mini(
         kind_weights=weights,
         t_mean=t_mean,
         object_weight=object_weight,
+        text_drop=text_drop,
     )
-    if weights or t_mean != FlowTrainConfig.t_mean or object_weight:
+    if weights or t_mean != FlowTrainConfig.t_mean or object_weight or text_drop:
         typer.echo(
             f"edit kinds weighted {weights or 'uniformly'}, t centred at {t_mean}, "
-            f"object tokens weigh {1 + object_weight}"
+            f"object tokens weigh {1 + object_weight}, instructions dropped {text_drop:.0%}"
         )
     train_transformer(preset, ae, out, cfg, resume)
 
@@ -208,6 +224,13 @@ def export(
     ),
     out: Annotated[Path, typer.Option(help="export folder (the package's embedded/ by default)")]
     | None = None,
+    guidance: Annotated[
+        float | None,
+        typer.Option(
+            help="the export's default classifier-free guidance scale, for a run trained with "
+            "--text-drop (default: 1, none)"
+        ),
+    ] = None,
 ) -> None:
     """Export the EMA weights of a run (autoencoder + transformer + a trained text encoder) as a
     mini export: fp16 safetensors plus a config JSON, loadable with --weights or as the default."""
@@ -227,6 +250,17 @@ def export(
         raise typer.BadParameter(str(e), param_hint="--run") from None
     flux_state = torch.load(run / "flux.pt", map_location="cpu", weights_only=False)
     preset = dataclasses.replace(get_preset(_run_preset(flux_state)), ae=ae.params)
+    if flux_state.get("config", {}).get("text_drop"):
+        preset = dataclasses.replace(preset, classifier_free=True)
+    if guidance is not None:
+        if not preset.classifier_free:
+            raise typer.BadParameter(
+                f"{run} was not trained with --text-drop, so it has no classifier-free guidance",
+                param_hint="--guidance",
+            )
+        if not 1.0 <= guidance <= 20.0:
+            raise typer.BadParameter(f"must be 1..20, got {guidance}", param_hint="--guidance")
+        preset = dataclasses.replace(preset, default_guidance=guidance)
     flux, text = Flux(preset.flux), build_text_encoder(preset.text)
     flux.load_state_dict(flux_state["ema_flux"])
     text.load_state_dict(flux_state["ema_text"])

@@ -62,6 +62,10 @@ class FlowTrainConfig:
     # 1 + object_weight in each sample's loss. Most tokens of a picture are plain background,
     # which the model gets right early; the errors left are in objects (docs/mini.md, session 6).
     object_weight: float = 0.0
+    # Each sample's instruction or description is replaced by "" with this probability, so the
+    # model also learns the unconditional velocity that classifier-free guidance needs
+    # (`guidance` > 1 on a model without a guidance embedding; docs/mini.md, session 8).
+    text_drop: float = 0.0
     checkpoint_every: int = 200
     eval_every: int = 1000
     eval_cases: int = 48
@@ -73,12 +77,24 @@ class FlowTrainConfig:
     def __post_init__(self) -> None:
         check_kind_weights(self.kind_weights)
         check_object_weight(self.object_weight)
+        check_text_drop(self.text_drop)
 
 
 def check_object_weight(weight: float) -> float:
     if not (math.isfinite(weight) and weight >= 0):
         raise ValueError(f"must be a finite number >= 0, got {weight}")
     return weight
+
+
+def check_text_drop(rate: float) -> float:
+    if not (math.isfinite(rate) and 0 <= rate < 1):
+        raise ValueError(f"must be a fraction in [0, 1), got {rate}")
+    return rate
+
+
+def drop_texts(texts: list[str], rate: float, rng: random.Random) -> list[str]:
+    """`texts` with each replaced by "" with probability `rate`."""
+    return [("" if rng.random() < rate else text) for text in texts] if rate else list(texts)
 
 
 def object_tokens(images: list[torch.Tensor], patch: int) -> torch.Tensor:
@@ -156,13 +172,17 @@ class Stepper:
         for group in self.opt.param_groups:
             group["lr"] = lr
         edits = edit_batch(rng, cfg.edit_batch, size, kind_weights=cfg.kind_weights)
-        losses, plain, ts = self.loss(edits.target, edits.instructions, edits.source, gen)
+        # its own stream, so a run with and one without draw the same batches, noise and t
+        drop = random.Random(f"{cfg.seed}:text-drop:{self.step}")
+        prompts = drop_texts(edits.instructions, cfg.text_drop, drop)
+        losses, plain, ts = self.loss(edits.target, prompts, edits.source, gen)
         by_kind: dict[str, list[float]] = {}
         for kind, value in zip(edits.kinds, plain.tolist(), strict=True):
             by_kind.setdefault(kind, []).append(value)
         if cfg.generation_batch:
             gens = generation_batch(rng, cfg.generation_batch, size)
-            gl, gp, gt = self.loss(gens.target, gens.descriptions, None, gen)
+            prompts = drop_texts(gens.descriptions, cfg.text_drop, drop)
+            gl, gp, gt = self.loss(gens.target, prompts, None, gen)
             losses, plain, ts = torch.cat((losses, gl)), torch.cat((plain, gp)), torch.cat((ts, gt))
         loss = losses.mean()
         self.opt.zero_grad(set_to_none=True)
