@@ -64,7 +64,8 @@ def build_command(load: Loader = load_kontext) -> Callable[..., None]:
         steps: Annotated[int | None, typer.Option(
             help="denoising steps (default: model's)")] = None,
         seed: Annotated[int, typer.Option(help="noise seed, the same for every case")] = 0,
-        guidance: Annotated[float | None, typer.Option(help="distilled guidance 1..20")] = None,
+        guidance: Annotated[float | None, typer.Option(
+            help="guidance 1..20 (distilled, or classifier-free on a mini trained for it)")] = None,
         save_outputs: Annotated[Path | None, typer.Option(
             help="write <id>.png and <id>_target.png here")] = None,
         json_out: Annotated[Path | None, typer.Option(
