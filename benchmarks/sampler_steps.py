@@ -25,9 +25,11 @@ STEPS = (1, 2, 4, 8, 16, 32)
 SUCCESS_DB = 25.0
 
 
-def sweep(model, cases: int, seed: int) -> dict[str, dict[int, tuple[float, float]]]:
-    """{kind: {steps: (median PSNR, success rate)}} over `cases` fresh edits of each kind and
-    `cases` generations."""
+def sweep(
+    model, cases: int, seed: int, runs: dict[str, tuple[int, float | None]]
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """{kind: {run label: (median PSNR, success rate)}} over `cases` fresh edits of each kind
+    and `cases` generations; `runs` maps a label to its (Euler steps, guidance)."""
     size = model.preset.native_size
     table = {}
     for kind in (*KINDS, "generation"):
@@ -39,13 +41,27 @@ def sweep(model, cases: int, seed: int) -> dict[str, dict[int, tuple[float, floa
             batch = edit_batch(rng, cases, size, kinds=[kind])
             prompts, target, refs = batch.instructions, batch.target, [batch.source]
         row = {}
-        for steps in STEPS:
-            out = run_tensors(model, prompts, list(range(cases)), size, size, steps, None, refs)
+        for label, (steps, guidance) in runs.items():
+            out = run_tensors(model, prompts, list(range(cases)), size, size, steps, guidance, refs)
             scores = psnr(out, target).tolist()
-            row[steps] = (statistics.median(scores),
+            row[label] = (statistics.median(scores),
                           sum(s >= SUCCESS_DB for s in scores) / cases)
         table[kind] = row
     return table
+
+
+def print_table(table: dict[str, dict[str, tuple[float, float]]], title: str) -> None:
+    """The sweep as a markdown table, one column a run, with the median over edit kinds."""
+    labels = list(next(iter(table.values())))
+    print(title)
+    print("| kind | " + " | ".join(labels) + " |")
+    print("|---|" + "---|" * len(labels))
+    for kind, row in table.items():
+        cells = " | ".join(f"{p:.1f} ({r:.0%})" for p, r in row.values())
+        print(f"| {kind} | {cells} |")
+    edits = [row for kind, row in table.items() if kind != "generation"]
+    medians = [statistics.median(row[label][0] for row in edits) for label in labels]
+    print("| median of edit kinds | " + " | ".join(f"{m:.1f}" for m in medians) + " |")
 
 
 def main() -> None:
@@ -54,16 +70,9 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=16, help="edits per kind")
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args()
-    table = sweep(load_model(args.weights), args.cases, args.seed)
-    print(f"median PSNR dB (success) over {args.cases} edits a kind, by Euler steps")
-    print("| kind | " + " | ".join(str(s) for s in STEPS) + " |")
-    print("|---|" + "---|" * len(STEPS))
-    for kind, row in table.items():
-        cells = " | ".join(f"{p:.1f} ({r:.0%})" for p, r in row.values())
-        print(f"| {kind} | {cells} |")
-    edits = [row for kind, row in table.items() if kind != "generation"]
-    medians = {s: statistics.median(row[s][0] for row in edits) for s in STEPS}
-    print("| median of edit kinds | " + " | ".join(f"{m:.1f}" for m in medians.values()) + " |")
+    runs = {str(steps): (steps, None) for steps in STEPS}
+    table = sweep(load_model(args.weights), args.cases, args.seed, runs)
+    print_table(table, f"median PSNR dB (success) over {args.cases} edits a kind, by Euler steps")
 
 
 if __name__ == "__main__":
