@@ -364,25 +364,17 @@ def test_kind_weights_t_mean_and_object_weight_are_kept_by_a_resumed_run(run, tm
                     steps=step + 3)
     assert changed["kind_weights"] == {"swap": 2.0} and changed["t_mean"] == 1.5
     assert changed["object_weight"] == 0.0 and changed["text_drop"] == 0.0
-    for weights, message in (("recolor", "expected KIND=WEIGHT, got 'recolor'"),
-                             ("recolor=lots", "weight of 'recolor' is not a number"),
-                             ("rotate=2", "unknown edit kind 'rotate'"),
-                             ("recolor=-1", "must be a number >= 0")):
+    bad = [("--kind-weights", "recolor", "expected KIND=WEIGHT, got 'recolor'"),
+           ("--kind-weights", "recolor=lots", "weight of 'recolor' is not a number"),
+           ("--kind-weights", "rotate=2", "unknown edit kind 'rotate'"),
+           ("--kind-weights", "recolor=-1", "must be a number >= 0"),
+           *[("--object-weight", v, "must be a finite number >= 0") for v in ("-1", "nan", "inf")],
+           *[("--text-drop", v, "must be a fraction in [0, 1)") for v in ("-0.1", "1", "nan")]]
+    for option, value, message in bad:
         result = CliRunner().invoke(app, ["train", "mini", "--out", str(out), "--steps",
-                                          str(step + 9), "--kind-weights", weights])
-        assert result.exit_code == 2 and message in unboxed(result.output), weights
-    for weight in ("-1", "nan", "inf"):
-        result = CliRunner().invoke(app, ["train", "mini", "--out", str(out), "--steps",
-                                          str(step + 9), "--object-weight", weight])
-        assert result.exit_code == 2, weight
-        assert "--object-weight" in unboxed(result.output)
-        assert "must be a finite number >= 0" in unboxed(result.output), weight
-    for rate in ("-0.1", "1", "nan"):
-        result = CliRunner().invoke(app, ["train", "mini", "--out", str(out), "--steps",
-                                          str(step + 9), "--text-drop", rate])
-        assert result.exit_code == 2, rate
-        assert "--text-drop" in unboxed(result.output)
-        assert "must be a fraction in [0, 1)" in unboxed(result.output), rate
+                                          str(step + 9), option, value])
+        assert result.exit_code == 2, (option, value)
+        assert option in unboxed(result.output) and message in unboxed(result.output), value
     assert torch.load(out / "flux.pt", weights_only=False)["step"] == step + 3  # untouched
     with pytest.raises(ValueError, match="unknown edit kind 'rotate'"):
         FlowTrainConfig(kind_weights={"rotate": 1})
