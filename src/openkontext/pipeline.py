@@ -123,6 +123,20 @@ def round_trip(model: LoadedModel, image: Tensor) -> Tensor:
         return ae.decode(ae.encode(image.to(model.device, model.dtype))).float().clamp(-1, 1)
 
 
+def check_guidance(guidance: float) -> float:
+    if not 1.0 <= guidance <= 20.0:
+        raise ValueError(f"guidance must be 1..20, got {guidance}")
+    return guidance
+
+
+def uses_classifier_free(model: LoadedModel, guidance: float | None) -> bool:
+    """Whether `guidance` is a classifier-free scale on `model`: a model without a guidance
+    embedding whose preset was trained for it (`classifier_free`), and guidance above 1 (1 is
+    none). Elsewhere guidance is distilled (kontext-dev) or ignored (other mini exports)."""
+    cfg_model = model.preset.classifier_free and not model.flux.params.guidance_embed
+    return cfg_model and guidance is not None and guidance > 1
+
+
 @torch.no_grad()
 def sample_latents(
     model: LoadedModel,
@@ -134,23 +148,20 @@ def sample_latents(
     refs: References | None = None,
     on_step: flow.StepCallback | None = None,
     cancelled: Callable[[], bool] | None = None,
+    empty_text: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """Denoise `noise` (B, z, h, w) into normalised latents of the same shape. `guidance`: the
-    distilled guidance of a model that embeds it, the classifier-free scale of a
-    `classifier_free` preset (1 = none), else ignored."""
+    distilled guidance of a model that embeds it, else ignored; with `empty_text` (the text
+    encoder's (txt, vec) for "", see `uses_classifier_free`) the classifier-free scale."""
     batch, _, h, w = noise.shape
     img = pack(noise)
     timesteps = flow.get_schedule(steps, img.shape[1])
-    guided = None
+    scale = guidance
     if not model.flux.params.guidance_embed:
-        if model.preset.classifier_free and guidance is not None and guidance > 1:
-            with model.using(model.text) as text:
-                guided = text.encode([""]), guidance
         guidance = None
     with model.using(model.flux) as flux:
-        if guided is not None:
-            (txt_empty, vec_empty), scale = guided
-            flux = flow.classifier_free(flux, txt_empty, vec_empty, scale)
+        if empty_text is not None:
+            flux = flow.classifier_free(flux, *empty_text, scale)
         out = flow.denoise(
             flux,
             img,
@@ -187,15 +198,21 @@ def run_tensors(
     """
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-    # 1. Text.
+    # 1. Text, and the empty instruction's in the same pass when guidance is classifier-free.
+    guided = uses_classifier_free(model, guidance)
     with model.using(model.text) as text:
-        txt, vec = text.encode(prompts)
+        txt, vec = text.encode([*prompts, ""] if guided else prompts)
+    empty_text = None
+    if guided:
+        txt, vec, empty_text = txt[:-1], vec[:-1], (txt[-1:], vec[-1:])
     # 2. References, encoded one at a time.
     refs = encode_references(model, references) if references else None
     # 3. Denoise from seeded noise.
     factor = model.ae.params.downsample
     noise = initial_noise(seeds, model.z_channels, height, width, model.device, model.dtype, factor)
-    z = sample_latents(model, txt, vec, noise, steps, guidance, refs, on_step, cancelled)
+    z = sample_latents(
+        model, txt, vec, noise, steps, guidance, refs, on_step, cancelled, empty_text
+    )
     # 4. Decode.
     with model.using(model.ae) as ae:
         return ae.decode(z).float().clamp(-1, 1)
@@ -429,8 +446,7 @@ class Kontext:
         guidance = preset.default_guidance if settings.guidance is None else settings.guidance
         if not 1 <= steps <= 50:
             raise ValueError(f"steps must be 1..50, got {steps}")
-        if not 1.0 <= guidance <= 20.0:
-            raise ValueError(f"guidance must be 1..20, got {guidance}")
+        check_guidance(guidance)
         seed = secrets.randbelow(2**32) if settings.seed is None else settings.seed
         seeds = [seed + i for i in range(settings.num_images)]
         # 2. Sizes: the output, and each reference at its own preferred size.

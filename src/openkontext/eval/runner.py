@@ -26,7 +26,7 @@ from openkontext.eval.dataset import Case, DatasetError, Picture, load_cases
 from openkontext.eval.metrics import TurnScore, score_turn
 from openkontext.eval.report import CaseResult, Report
 from openkontext.files import atomic_write
-from openkontext.pipeline import Kontext, Settings
+from openkontext.pipeline import Kontext, Settings, check_guidance
 from openkontext.resolution import resolve_size
 
 MAX_BATCH_PIXELS = 32 * 64 * 64  # default batch: 32 images at 64 px, 2 at 181 px, 1 at 1024 px
@@ -118,8 +118,7 @@ def evaluate(
     guidance = preset.default_guidance if guidance is None else guidance
     if not 1 <= steps <= 50:
         raise ValueError(f"steps must be 1..50, got {steps}")
-    if not 1.0 <= guidance <= 20.0:
-        raise ValueError(f"guidance must be 1..20, got {guidance}")
+    check_guidance(guidance)
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     folder = None if save_outputs is None else Path(save_outputs)

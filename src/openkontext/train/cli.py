@@ -84,20 +84,9 @@ def train_mini(
         raise typer.BadParameter(
             f"must be between 0 and --steps ({steps})", param_hint="--cooldown"
         )
-    try:
-        weights = None if kind_weights is None else parse_kind_weights(kind_weights)
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--kind-weights") from None
-    try:
-        if object_weight is not None:
-            check_object_weight(object_weight)
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--object-weight") from None
-    try:
-        if text_drop is not None:
-            check_text_drop(text_drop)
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--text-drop") from None
+    weights = _checked(kind_weights, parse_kind_weights, "--kind-weights")
+    _checked(object_weight, check_object_weight, "--object-weight")
+    _checked(text_drop, check_text_drop, "--text-drop")
     if threads:
         torch.set_num_threads(threads)
     held_state = _held_run(out)
@@ -143,6 +132,16 @@ def train_mini(
             f"object tokens weigh {1 + object_weight}, instructions dropped {text_drop:.0%}"
         )
     train_transformer(preset, ae, out, cfg, resume)
+
+
+def _checked(value, check, option: str):
+    """check(value) (None passes as None), its ValueError as a usage error naming `option`."""
+    if value is None:
+        return None
+    try:
+        return check(value)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint=option) from None
 
 
 def parse_kind_weights(text: str) -> dict[str, float]:
@@ -241,9 +240,11 @@ def export(
         build_text_encoder,
         get_preset,
     )
+    from openkontext.pipeline import check_guidance
     from openkontext.train.autoencoder import load_finished_autoencoder
     from openkontext.weights import EMBEDDED_DIR, save_mini
 
+    _checked(guidance, check_guidance, "--guidance")
     try:
         ae, ae_state = load_finished_autoencoder(run / "ae.pt")
     except (FileNotFoundError, ValueError) as e:
@@ -258,8 +259,6 @@ def export(
                 f"{run} was not trained with --text-drop, so it has no classifier-free guidance",
                 param_hint="--guidance",
             )
-        if not 1.0 <= guidance <= 20.0:
-            raise typer.BadParameter(f"must be 1..20, got {guidance}", param_hint="--guidance")
         preset = dataclasses.replace(preset, default_guidance=guidance)
     flux, text = Flux(preset.flux), build_text_encoder(preset.text)
     flux.load_state_dict(flux_state["ema_flux"])
