@@ -334,8 +334,9 @@ def test_a_resumed_run_ends_exactly_where_an_unbroken_one_does(run, tmp_path):
     assert step_streams(0, 5)[0].random() == step_streams(0, 5)[0].random()
 
 
-def test_kind_weights_t_mean_and_object_weight_are_kept_by_a_resumed_run(run, tmp_path):
-    """--kind-weights, --t-mean and --object-weight go into the checkpoint's config, and a
+def test_kind_weights_t_mean_and_loss_weights_are_kept_by_a_resumed_run(run, tmp_path):
+    """--kind-weights, --t-mean, --object-weight, --change-weight and --text-drop go into the
+    checkpoint's config, and a
     resume without them keeps the run's own (a restart to extend a run must not quietly change
     its data mix or its loss)."""
     import shutil
@@ -353,22 +354,26 @@ def test_kind_weights_t_mean_and_object_weight_are_kept_by_a_resumed_run(run, tm
         return state["config"]
 
     first = train("--kind-weights", "recolor=3, background=2.5", "--t-mean", "1.5",
-                  "--object-weight", "4", "--text-drop", "0.1", steps=step + 1)
+                  "--object-weight", "4", "--change-weight", "3", "--text-drop", "0.1",
+                  steps=step + 1)
     assert first["kind_weights"] == {"recolor": 3.0, "background": 2.5}
     assert first["t_mean"] == 1.5 and first["object_weight"] == 4.0
-    assert first["text_drop"] == 0.1
+    assert first["change_weight"] == 3.0 and first["text_drop"] == 0.1
     kept = train(steps=step + 2)
     assert kept["kind_weights"] == first["kind_weights"] and kept["t_mean"] == 1.5
     assert kept["object_weight"] == 4.0 and kept["text_drop"] == 0.1
+    assert kept["change_weight"] == 3.0
     changed = train("--kind-weights", "swap=2", "--object-weight", "0", "--text-drop", "0",
-                    steps=step + 3)
+                    "--change-weight", "0", steps=step + 3)
     assert changed["kind_weights"] == {"swap": 2.0} and changed["t_mean"] == 1.5
     assert changed["object_weight"] == 0.0 and changed["text_drop"] == 0.0
+    assert changed["change_weight"] == 0.0
     bad = [("--kind-weights", "recolor", "expected KIND=WEIGHT, got 'recolor'"),
            ("--kind-weights", "recolor=lots", "weight of 'recolor' is not a number"),
            ("--kind-weights", "rotate=2", "unknown edit kind 'rotate'"),
            ("--kind-weights", "recolor=-1", "must be a number >= 0"),
            *[("--object-weight", v, "must be a finite number >= 0") for v in ("-1", "nan", "inf")],
+           *[("--change-weight", v, "must be a finite number >= 0") for v in ("-2", "nan")],
            *[("--text-drop", v, "must be a fraction in [0, 1)") for v in ("-0.1", "1", "nan")]]
     for option, value, message in bad:
         result = CliRunner().invoke(app, ["train", "mini", "--out", str(out), "--steps",
@@ -380,6 +385,8 @@ def test_kind_weights_t_mean_and_object_weight_are_kept_by_a_resumed_run(run, tm
         FlowTrainConfig(kind_weights={"rotate": 1})
     with pytest.raises(ValueError, match="must be a finite number >= 0, got -0.5"):
         FlowTrainConfig(object_weight=-0.5)
+    with pytest.raises(ValueError, match="must be a finite number >= 0, got inf"):
+        FlowTrainConfig(change_weight=float("inf"))
 
 
 def test_object_tokens_mark_every_token_an_object_touches_in_any_image():
@@ -397,7 +404,8 @@ def test_object_tokens_mark_every_token_an_object_touches_in_any_image():
     assert object_tokens([edge], 16).tolist() == [[1.0, 0.0, 1.0, 0.0]]
 
 
-def test_object_weighting_trains_on_the_weighted_loss_and_logs_the_plain_one(run):
+@pytest.mark.parametrize("option", ["object_weight", "change_weight"])
+def test_token_weighting_trains_on_the_weighted_loss_and_logs_the_plain_one(run, option):
     """Two steppers from the same seed on the same batch: the logged loss is the unweighted
     one in both (runs compare on one measure); only the weighted one trains differently."""
     from openkontext.train.transformer import Stepper, step_streams
@@ -405,13 +413,35 @@ def test_object_weighting_trains_on_the_weighted_loss_and_logs_the_plain_one(run
     _, ae, _ = run
     cfg = dict(edit_batch=3, generation_batch=1, autocast_bf16=False)
     plain = Stepper(get_preset("mini"), ae, FlowTrainConfig(**cfg))
-    weighted = Stepper(get_preset("mini"), ae, FlowTrainConfig(object_weight=4.0, **cfg))
+    weighted = Stepper(get_preset("mini"), ae, FlowTrainConfig(**{option: 4.0}, **cfg))
     a, b = plain.train_step(*step_streams(0, 0)), weighted.train_step(*step_streams(0, 0))
     assert a["loss"] == b["loss"] and a["kinds"] == b["kinds"] and a["bands"] == b["bands"]
     assert "loss_weighted" not in a and b["loss_weighted"] != b["loss"]
     moved = [not torch.equal(p, q) for p, q in zip(plain.flux.parameters(),
                                                   weighted.flux.parameters(), strict=True)]
     assert any(moved)
+
+
+def test_changed_tokens_weigh_more_in_edits_and_not_in_generations(run):
+    """changed_tokens marks each token holding a changed pixel; with change_weight 3 those
+    weigh 4 and the rest 1, added to the object weight; a generation (no change mask) is not
+    weighted by it."""
+    from openkontext.train.transformer import Stepper, changed_tokens
+
+    mask = torch.zeros(1, 32, 32, dtype=torch.bool)
+    mask[0, 20, 3] = mask[0, 0, 31] = True  # tokens (row 1, col 0) and (row 0, col 1)
+    assert changed_tokens(mask, 16).tolist() == [[0.0, 1.0, 1.0, 0.0]]
+    _, ae, _ = run
+    preset = get_preset("mini")
+    size, patch = preset.native_size, preset.latent_multiple
+    plain = torch.full((1, 3, size, size), -1.0)  # no objects: object weighting adds nothing
+    changed = torch.zeros(1, size, size, dtype=torch.bool)
+    changed[0, :patch, :patch] = True  # exactly the first token
+    stepper = Stepper(preset, ae, FlowTrainConfig(change_weight=3.0, object_weight=2.0))
+    weight = stepper.token_weight(plain, plain, changed)
+    assert weight[0, 0].item() == 4.0 and weight[0, 1:].eq(1.0).all()
+    assert stepper.token_weight(plain, None, None).eq(1.0).all()  # a generation
+    assert Stepper(preset, ae, FlowTrainConfig()).token_weight(plain, plain, changed) is None
 
 
 def test_dropped_texts_come_from_their_own_stream_at_the_asked_rate():

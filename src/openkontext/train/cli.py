@@ -59,6 +59,13 @@ def train_mini(
             "(default: the run's own, else 0)"
         ),
     ] = None,
+    change_weight: Annotated[
+        float | None,
+        typer.Option(
+            help="extra loss weight of the tokens an edit changes: they weigh 1 + this "
+            "(default: the run's own, else 0)"
+        ),
+    ] = None,
     text_drop: Annotated[
         float | None,
         typer.Option(
@@ -86,6 +93,7 @@ def train_mini(
         )
     weights = _checked(kind_weights, parse_kind_weights, "--kind-weights")
     _checked(object_weight, check_object_weight, "--object-weight")
+    _checked(change_weight, check_object_weight, "--change-weight")
     _checked(text_drop, check_text_drop, "--text-drop")
     if threads:
         torch.set_num_threads(threads)
@@ -111,6 +119,8 @@ def train_mini(
         t_mean = held.get("t_mean", FlowTrainConfig.t_mean)
     if object_weight is None:
         object_weight = held.get("object_weight", FlowTrainConfig.object_weight)
+    if change_weight is None:
+        change_weight = held.get("change_weight", FlowTrainConfig.change_weight)
     if text_drop is None:
         text_drop = held.get("text_drop", FlowTrainConfig.text_drop)
     if init_from is not None:
@@ -124,12 +134,14 @@ def train_mini(
         kind_weights=weights,
         t_mean=t_mean,
         object_weight=object_weight,
+        change_weight=change_weight,
         text_drop=text_drop,
     )
-    if weights or t_mean != FlowTrainConfig.t_mean or object_weight or text_drop:
+    if weights or t_mean != FlowTrainConfig.t_mean or object_weight or change_weight or text_drop:
         typer.echo(
             f"edit kinds weighted {weights or 'uniformly'}, t centred at {t_mean}, "
-            f"object tokens weigh {1 + object_weight}, instructions dropped {text_drop:.0%}"
+            f"object tokens weigh {1 + object_weight}, changed tokens {1 + change_weight}, "
+            f"instructions dropped {text_drop:.0%}"
         )
     train_transformer(preset, ae, out, cfg, resume)
 

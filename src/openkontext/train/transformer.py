@@ -62,6 +62,11 @@ class FlowTrainConfig:
     # 1 + object_weight in each sample's loss. Most tokens of a picture are plain background,
     # which the model gets right early; the errors left are in objects (docs/mini.md, session 6).
     object_weight: float = 0.0
+    # Tokens where an edit's target differs from its source (the change mask) weigh
+    # 1 + change_weight in that sample's loss. A recolour changes a few percent of the tokens,
+    # so in a plain mean the words' one effect is nearly invisible next to copying the reference
+    # (docs/mini.md, session 9). Generations have no source and are not weighted by it.
+    change_weight: float = 0.0
     # Each sample's instruction or description is replaced by "" with this probability, so the
     # model also learns the unconditional velocity that classifier-free guidance needs
     # (`guidance` > 1 on a model without a guidance embedding; docs/mini.md, session 8).
@@ -77,6 +82,7 @@ class FlowTrainConfig:
     def __post_init__(self) -> None:
         check_kind_weights(self.kind_weights)
         check_object_weight(self.object_weight)
+        check_object_weight(self.change_weight)
         check_text_drop(self.text_drop)
 
 
@@ -102,6 +108,12 @@ def object_tokens(images: list[torch.Tensor], patch: int) -> torch.Tensor:
     order) where any of the images has an object pixel (`object_mask`), else 0."""
     masks = [F.max_pool2d(object_mask(x), patch).flatten(1) for x in images]
     return torch.stack(masks).amax(dim=0)
+
+
+def changed_tokens(mask: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B, N) float: 1 for each packed token (a `patch` x `patch` pixel square, in packing
+    order) holding a pixel of the (B, H, W) change mask, else 0."""
+    return F.max_pool2d(mask[:, None].float(), patch).flatten(1)
 
 
 class Stepper:
@@ -131,8 +143,10 @@ class Stepper:
         prompts: list[str],
         source: torch.Tensor | None,
         gen: torch.Generator,
+        changed: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-sample losses (B,) to train on (object tokens weighted, see `object_weight`),
+        """Per-sample losses (B,) to train on (object and changed tokens weighted, see
+        `object_weight` and `change_weight`; `changed` is the edits' (B, H, W) change mask),
         the same unweighted (B,) and their t (B,) for one sub-batch."""
         # The frozen encoder runs in bf16 too where that is fast, and the latents' rounding error
         # (~0.4%) is far below the noise the flow adds.
@@ -157,12 +171,27 @@ class Stepper:
                 img=x, img_ids=ids, txt=txt, txt_ids=text_ids(b, txt.shape[1]), timesteps=t, y=vec
             )
         plain = flow.flow_loss(pred[:, :n], data, noise)
-        if not self.cfg.object_weight:
+        weight = self.token_weight(target, source, changed)
+        if weight is None:
             return plain, plain, t
-        images = [target] if source is None else [target, source]
-        tokens = object_tokens(images, self.preset.latent_multiple)  # a token's side in pixels
-        weight = 1 + self.cfg.object_weight * tokens
         return flow.flow_loss(pred[:, :n], data, noise, weight), plain, t
+
+    def token_weight(
+        self, target: torch.Tensor, source: torch.Tensor | None, changed: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """(B, N) loss weight of each token, or None when every token weighs the same."""
+        cfg, patch = self.cfg, self.preset.latent_multiple  # a token's side in pixels
+        use_changed = cfg.change_weight and changed is not None
+        if not (cfg.object_weight or use_changed):
+            return None
+        tokens = (target.shape[-2] // patch) * (target.shape[-1] // patch)
+        weight = torch.ones(target.shape[0], tokens)
+        if cfg.object_weight:
+            images = [target] if source is None else [target, source]
+            weight = weight + cfg.object_weight * object_tokens(images, patch)
+        if use_changed:
+            weight = weight + cfg.change_weight * changed_tokens(changed, patch)
+        return weight
 
     def train_step(self, rng: random.Random, gen: torch.Generator) -> dict:
         cfg, size = self.cfg, self.preset.native_size
@@ -175,7 +204,7 @@ class Stepper:
         # its own stream, so a run with and one without draw the same batches, noise and t
         drop = random.Random(f"{cfg.seed}:text-drop:{self.step}")
         prompts = drop_texts(edits.instructions, cfg.text_drop, drop)
-        losses, plain, ts = self.loss(edits.target, prompts, edits.source, gen)
+        losses, plain, ts = self.loss(edits.target, prompts, edits.source, gen, edits.mask)
         by_kind: dict[str, list[float]] = {}
         for kind, value in zip(edits.kinds, plain.tolist(), strict=True):
             by_kind.setdefault(kind, []).append(value)
@@ -199,7 +228,11 @@ class Stepper:
             sel = (ts >= lo) & (ts < hi)
             if sel.any():
                 bands[f"t{lo:.2f}"] = round(plain[sel].mean().item(), 5)
-        weighted = {"loss_weighted": round(loss.item(), 5)} if cfg.object_weight else {}
+        weighted = (
+            {"loss_weighted": round(loss.item(), 5)}
+            if cfg.object_weight or cfg.change_weight
+            else {}
+        )
         # "loss" (and the bands and kinds) stay unweighted, so runs with and without object
         # weighting compare on one measure (benchmarks/compare_runs.py)
         return {
