@@ -82,7 +82,7 @@ def train_mini(
     from openkontext.train.autoencoder import AETrainConfig, train_autoencoder
     from openkontext.train.transformer import (
         FlowTrainConfig,
-        check_object_weight,
+        check_loss_weight,
         check_text_drop,
         train_transformer,
     )
@@ -92,8 +92,8 @@ def train_mini(
             f"must be between 0 and --steps ({steps})", param_hint="--cooldown"
         )
     weights = _checked(kind_weights, parse_kind_weights, "--kind-weights")
-    _checked(object_weight, check_object_weight, "--object-weight")
-    _checked(change_weight, check_object_weight, "--change-weight")
+    _checked(object_weight, check_loss_weight, "--object-weight")
+    _checked(change_weight, check_loss_weight, "--change-weight")
     _checked(text_drop, check_text_drop, "--text-drop")
     if threads:
         torch.set_num_threads(threads)

@@ -81,12 +81,12 @@ class FlowTrainConfig:
 
     def __post_init__(self) -> None:
         check_kind_weights(self.kind_weights)
-        check_object_weight(self.object_weight)
-        check_object_weight(self.change_weight)
+        check_loss_weight(self.object_weight)
+        check_loss_weight(self.change_weight)
         check_text_drop(self.text_drop)
 
 
-def check_object_weight(weight: float) -> float:
+def check_loss_weight(weight: float) -> float:
     if not (math.isfinite(weight) and weight >= 0):
         raise ValueError(f"must be a finite number >= 0, got {weight}")
     return weight
