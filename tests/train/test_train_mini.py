@@ -423,14 +423,14 @@ def test_token_weighting_trains_on_the_weighted_loss_and_logs_the_plain_one(run,
 
 
 def test_changed_tokens_weigh_more_in_edits_and_not_in_generations(run):
-    """changed_tokens marks each token holding a changed pixel; with change_weight 3 those
+    """token_mask marks each token holding a changed pixel; with change_weight 3 those
     weigh 4 and the rest 1, added to the object weight; a generation (no change mask) is not
     weighted by it."""
-    from openkontext.train.transformer import Stepper, changed_tokens
+    from openkontext.train.transformer import Stepper, token_mask
 
     mask = torch.zeros(1, 32, 32, dtype=torch.bool)
     mask[0, 20, 3] = mask[0, 0, 31] = True  # tokens (row 1, col 0) and (row 0, col 1)
-    assert changed_tokens(mask, 16).tolist() == [[0.0, 1.0, 1.0, 0.0]]
+    assert token_mask(mask, 16).tolist() == [[0.0, 1.0, 1.0, 0.0]]
     _, ae, _ = run
     preset = get_preset("mini")
     size, patch = preset.native_size, preset.latent_multiple

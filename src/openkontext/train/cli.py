@@ -111,37 +111,30 @@ def train_mini(
         raise typer.BadParameter(str(e), param_hint="--preset") from None
     out.mkdir(parents=True, exist_ok=True)
     _check_run_preset(held_state, out, preset.name)
-    # A resumed run keeps its data mix and t unless told otherwise.
+    # A resumed run keeps its data mix, t and loss unless told otherwise.
     held = held_state.get("config", {}) if resume else {}
-    if weights is None:
-        weights = held.get("kind_weights")
-    if t_mean is None:
-        t_mean = held.get("t_mean", FlowTrainConfig.t_mean)
-    if object_weight is None:
-        object_weight = held.get("object_weight", FlowTrainConfig.object_weight)
-    if change_weight is None:
-        change_weight = held.get("change_weight", FlowTrainConfig.change_weight)
-    if text_drop is None:
-        text_drop = held.get("text_drop", FlowTrainConfig.text_drop)
+    given = {
+        "kind_weights": weights,
+        "t_mean": t_mean,
+        "object_weight": object_weight,
+        "change_weight": change_weight,
+        "text_drop": text_drop,
+    }
+    mix = {
+        name: held.get(name, getattr(FlowTrainConfig, name)) if value is None else value
+        for name, value in given.items()
+    }
     if init_from is not None:
         seed_run_from_export(init_from, out, preset)
     ae = train_autoencoder(preset.ae, out, AETrainConfig(steps=ae_steps, batch_size=16), resume)
     typer.echo(f"autoencoder ready: scale {ae.params.scale_factor} shift {ae.params.shift_factor}")
     preset = dataclasses.replace(preset, ae=ae.params)
-    cfg = FlowTrainConfig(
-        steps=steps,
-        cooldown=cooldown,
-        kind_weights=weights,
-        t_mean=t_mean,
-        object_weight=object_weight,
-        change_weight=change_weight,
-        text_drop=text_drop,
-    )
-    if weights or t_mean != FlowTrainConfig.t_mean or object_weight or change_weight or text_drop:
+    cfg = FlowTrainConfig(steps=steps, cooldown=cooldown, **mix)
+    if any(value != getattr(FlowTrainConfig, name) for name, value in mix.items()):
         typer.echo(
-            f"edit kinds weighted {weights or 'uniformly'}, t centred at {t_mean}, "
-            f"object tokens weigh {1 + object_weight}, changed tokens {1 + change_weight}, "
-            f"instructions dropped {text_drop:.0%}"
+            f"edit kinds weighted {cfg.kind_weights or 'uniformly'}, t centred at {cfg.t_mean}, "
+            f"object tokens weigh {1 + cfg.object_weight}, changed tokens "
+            f"{1 + cfg.change_weight}, instructions dropped {cfg.text_drop:.0%}"
         )
     train_transformer(preset, ae, out, cfg, resume)
 

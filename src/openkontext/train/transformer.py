@@ -63,7 +63,7 @@ class FlowTrainConfig:
     # which the model gets right early; the errors left are in objects (docs/mini.md, session 6).
     object_weight: float = 0.0
     # Tokens where an edit's target differs from its source (the change mask) weigh
-    # 1 + change_weight in that sample's loss. A recolour changes a few percent of the tokens,
+    # 1 + change_weight in that sample's loss. A recolour changes about a tenth of the tokens,
     # so in a plain mean the words' one effect is nearly invisible next to copying the reference
     # (docs/mini.md, session 9). Generations have no source and are not weighted by it.
     change_weight: float = 0.0
@@ -103,17 +103,16 @@ def drop_texts(texts: list[str], rate: float, rng: random.Random) -> list[str]:
     return [("" if rng.random() < rate else text) for text in texts] if rate else list(texts)
 
 
-def object_tokens(images: list[torch.Tensor], patch: int) -> torch.Tensor:
+def token_mask(mask: torch.Tensor, patch: int) -> torch.Tensor:
     """(B, N) float: 1 for each packed token (a `patch` x `patch` pixel square, in packing
-    order) where any of the images has an object pixel (`object_mask`), else 0."""
-    masks = [F.max_pool2d(object_mask(x), patch).flatten(1) for x in images]
-    return torch.stack(masks).amax(dim=0)
-
-
-def changed_tokens(mask: torch.Tensor, patch: int) -> torch.Tensor:
-    """(B, N) float: 1 for each packed token (a `patch` x `patch` pixel square, in packing
-    order) holding a pixel of the (B, H, W) change mask, else 0."""
+    order) holding a pixel of the (B, H, W) mask, else 0."""
     return F.max_pool2d(mask[:, None].float(), patch).flatten(1)
+
+
+def object_tokens(images: list[torch.Tensor], patch: int) -> torch.Tensor:
+    """(B, N) float: 1 for each packed token where any of the images has an object pixel
+    (`object_mask`), else 0."""
+    return torch.stack([token_mask(object_mask(x)[:, 0], patch) for x in images]).amax(dim=0)
 
 
 class Stepper:
@@ -190,7 +189,7 @@ class Stepper:
             images = [target] if source is None else [target, source]
             weight = weight + cfg.object_weight * object_tokens(images, patch)
         if use_changed:
-            weight = weight + cfg.change_weight * changed_tokens(changed, patch)
+            weight = weight + cfg.change_weight * token_mask(changed, patch)
         return weight
 
     def train_step(self, rng: random.Random, gen: torch.Generator) -> dict:
