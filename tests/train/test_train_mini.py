@@ -132,6 +132,29 @@ def test_training_continues_from_an_export_on_a_fresh_machine(run, tmp_path):
     assert stepper.step == step + 1
     with pytest.raises(Exception, match="already holds a run"):
         seed_run_from_export(export_dir, fresh, exported.preset)
+    # the next export names where the run was seeded from: one entry per --init-from
+    assert CliRunner().invoke(app, ["train", "export", "--run", str(fresh), "--out",
+                                    str(tmp_path / "again")]).exit_code == 0
+    info = json.loads((tmp_path / "again" / "mini.json").read_text())["info"]
+    assert info["transformer_steps"] == step + 1
+    assert info["init_from"] == [{"folder": str(export_dir), "ae_steps": exported_ae_steps(
+        export_dir), "transformer_steps": step}]
+
+
+def exported_ae_steps(folder):
+    return json.loads((folder / "mini.json").read_text())["info"]["ae_steps"]
+
+
+def test_seed_history_flattens_the_nested_form_of_older_exports():
+    from openkontext.train.cli import seed_history
+
+    nested = {"folder": "b", "transformer_steps": 20, "restarted": [],
+              "init_from": {"folder": "a", "transformer_steps": 10, "restarted": ["txt_in.weight"]}}
+    assert seed_history(nested) == [
+        {"folder": "a", "transformer_steps": 10, "restarted": ["txt_in.weight"]},
+        {"folder": "b", "transformer_steps": 20}]
+    assert seed_history(None) == []
+    assert seed_history(seed_history(nested)) == seed_history(nested)
 
 
 def test_a_byte_text_export_seeds_a_sentence_text_run(tmp_path):
@@ -147,12 +170,12 @@ def test_a_byte_text_export_seeds_a_sentence_text_run(tmp_path):
     seed_run_from_export(tmp_path / "old", tmp_path / "run", get_preset("mini"))
     state = torch.load(tmp_path / "run" / "flux.pt", weights_only=False)
     assert state["step"] == 0 and state["preset"] == "mini"
-    assert state["init_from"]["restarted"] == ["txt_in.weight", "vector_in.in_layer.weight"]
+    assert state["init_from"][-1]["restarted"] == ["txt_in.weight", "vector_in.in_layer.weight"]
     assert state["text"] == {} and state["ema_text"] == {}
     assert "optimizer" not in state  # the Stepper makes one over what it trains
     stored = load_model(tmp_path / "old").flux.state_dict()  # as exported (fp16)
     for key, value in state["flux"].items():
-        if key in state["init_from"]["restarted"]:
+        if key in state["init_from"][-1]["restarted"]:
             assert value.shape[1] == 384 and stored[key].shape[1] == 256
         else:
             assert torch.equal(value, stored[key]), key
@@ -300,7 +323,7 @@ def test_a_mini_export_seeds_a_deeper_run_that_starts_where_it_was(tmp_path):
     seed_run_from_export(tmp_path / "small", tmp_path / "run", get_preset("mini-deep"))
     state = torch.load(tmp_path / "run" / "flux.pt", weights_only=False)
     assert state["step"] == 900 and state["preset"] == "mini-deep"
-    assert {k.split(".")[1] for k in state["init_from"]["restarted"]} == {"4", "5"}
+    assert {k.split(".")[1] for k in state["init_from"][-1]["restarted"]} == {"4", "5"}
     deep = Flux(get_preset("mini-deep").flux)
     deep.load_state_dict(state["ema_flux"])
     assert len(deep.single_blocks) == len(exported.single_blocks) + 2

@@ -272,7 +272,7 @@ def export(
     if "decoder" in ae_state:
         info["decoder_steps"] = ae_state["decoder"]["step"]
     if "init_from" in flux_state:
-        info["init_from"] = flux_state["init_from"]
+        info["init_from"] = seed_history(flux_state["init_from"])
     folder = save_mini(out or EMBEDDED_DIR, preset, flux, ae, text, info=info)
     typer.echo(f"exported {folder} ({info})")
 
@@ -334,6 +334,9 @@ def seed_run_from_export(export_dir: Path, out: Path, preset) -> None:
     text = model.text if same_text else build_text_encoder(preset.text)
     if restarted:
         typer.echo(f"from {export_dir}: kept the transformer but for {', '.join(restarted)}")
+    seeded_from = {"folder": str(export_dir), **{k: v for k, v in info.items() if k != "init_from"}}
+    if restarted:
+        seeded_from["restarted"] = restarted
     atomic_torch_save(
         {
             # Another text encoder makes a new model: its steps count from 0. Blocks added to a
@@ -345,11 +348,25 @@ def seed_run_from_export(export_dir: Path, out: Path, preset) -> None:
             "ema_text": text.state_dict(),
             # no "optimizer": the Stepper starts a fresh one, over what it trains
             "preset": preset.name,
-            "init_from": {"folder": str(export_dir), **info, "restarted": restarted},
+            "init_from": seed_history(info.get("init_from")) + [seeded_from],
             "config": {"init_from": str(export_dir)},
         },
         out / "flux.pt",
     )
+
+
+def seed_history(init_from: dict | list | None) -> list[dict]:
+    """The exports a run was seeded from, oldest first: one entry (folder, its step counts and
+    the weights that restarted) per `--init-from`. Exports before this list nested each earlier
+    entry in the next one's "init_from"; they are flattened here."""
+    if init_from is None:
+        return []
+    if isinstance(init_from, list):
+        return init_from
+    entry = {k: v for k, v in init_from.items() if k != "init_from"}
+    if not entry.get("restarted", True):
+        del entry["restarted"]
+    return seed_history(init_from.get("init_from")) + [entry]
 
 
 def _ae_shape(params):
