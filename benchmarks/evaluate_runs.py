@@ -1,0 +1,120 @@
+"""Export training runs and score them side by side on the Shapes suite, against issue 3's floor.
+
+What follows every `openkontext train mini` run before its weights are shipped: export each run
+(or take an export folder as it is, e.g. the shipped one), evaluate the built-in suite on each
+noise seed, and print one table with a column per (model, seed): every edit kind's success,
+median PSNR over all edits beside the identity baseline, generation, preservation, trained and
+held-out phrasings, and whether the floor to ship is met.
+
+    .venv/bin/python benchmarks/evaluate_runs.py /work/runs/A /work/runs/B \\
+        src/openkontext/embedded --out /tmp/evaluated --seeds 0 1
+
+Each suite report is written as OUT/<name>/suite_seed<k>.json (the `openkontext eval --json`
+format); the exports are OUT/<name>/mini.{json,safetensors}, ready to copy into the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from openkontext.eval import build_suite, evaluate
+from openkontext.eval.dataset import load_cases
+from openkontext.eval.report import ALL_EDITS, GENERATION
+from openkontext.pipeline import Kontext
+from openkontext.train.cli import export
+from openkontext.world.edits import KINDS
+
+FLOOR_KINDS = ("recolor", "remove", "background", "grayscale", "invert", "night")
+FLOOR_SUCCESS = 0.70  # success on each floor kind
+FLOOR_GAIN_DB = 8.0  # median PSNR over all edits, above the identity baseline
+
+
+def exported(source: Path, out: Path) -> Path:
+    """An export folder for `source`: itself when it is one, else `train export` into out."""
+    if (source / "mini.json").exists():
+        return source
+    with contextlib.redirect_stdout(io.StringIO()):  # its one line names the step counts
+        export(run=source, out=out)
+    return out
+
+
+def column(summary: dict) -> dict[str, str]:
+    """One table column from a report summary: row name -> cell."""
+    cats, splits = summary["categories"], summary["splits"]
+    edits = cats[ALL_EDITS]
+    gain = edits["psnr_median"] - edits["identity_psnr_median"]
+    floor = gain >= FLOOR_GAIN_DB and all(
+        cats[k]["success_rate"] >= FLOOR_SUCCESS for k in FLOOR_KINDS
+    )
+    cells = {
+        "all edits dB": f"{edits['psnr_median']:.1f}",
+        "all edits success": f"{edits['success_rate']:.0%}",
+        "over identity dB": f"{gain:+.1f}",
+        "preservation dB": f"{edits['preservation_median']:.1f}",
+    }
+    cells.update({kind: f"{cats[kind]['success_rate']:.0%}" for kind in KINDS if kind in cats})
+    if GENERATION in cats:
+        gen = cats[GENERATION]
+        cells[GENERATION] = f"{gen['psnr_median']:.1f} dB {gen['success_rate']:.0%}"
+    for split in ("train", "heldout"):
+        if split in splits:
+            cells[f"{split} phrasings dB"] = f"{splits[split]['psnr_median']:.1f}"
+    cells["floor met"] = "yes" if floor else "no"
+    return cells
+
+
+def print_table(columns: dict[str, dict[str, str]]) -> None:
+    rows = list(dict.fromkeys(row for cells in columns.values() for row in cells))
+    width = max(len(r) for r in rows)
+    heads = list(columns)
+    widths = [max(len(h), *(len(c.get(r, "")) for r in rows)) for h, c in columns.items()]
+    print(" " * width + "  " + "  ".join(h.rjust(w) for h, w in zip(heads, widths, strict=True)))
+    for row in rows:
+        cells = [columns[h].get(row, "-").rjust(w) for h, w in zip(heads, widths, strict=True)]
+        print(row.ljust(width) + "  " + "  ".join(cells))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sources", nargs="+", type=Path, help="run folders or mini exports")
+    parser.add_argument("--out", type=Path, required=True, help="exports and reports go here")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--suite-size", type=int, default=10, help="cases per kind and split")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = [s.resolve().name for s in args.sources]
+    if len(set(names)) != len(names):
+        parser.error(f"sources must have different folder names, got {names}")
+    for source in args.sources:
+        if not ((source / "mini.json").is_file() or (source / "flux.pt").is_file()):
+            parser.error(f"{source} is neither a mini export (mini.json) nor a run (flux.pt)")
+    columns: dict[str, dict[str, str]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        suites: dict[int, Path] = {}
+        for source, name in zip(args.sources, names, strict=True):
+            folder = exported(source, args.out / name)
+            kontext = Kontext.load(str(folder))
+            size = kontext.model.preset.native_size
+            if size not in suites:
+                suites[size] = build_suite(Path(tmp) / str(size), args.suite_size, size)
+            (args.out / name).mkdir(parents=True, exist_ok=True)
+            for seed in args.seeds:
+                report = evaluate(kontext, load_cases(suites[size], size), seed=seed)
+                report.settings["dataset"] = f"suite:shapes:{args.suite_size}"
+                report.write_json(args.out / name / f"suite_seed{seed}.json")
+                columns[f"{name} s{seed}"] = column(report.summary())
+                print(f"{name} seed {seed}: {report.seconds:.0f} s", file=sys.stderr)
+    print_table(columns)
+
+
+if __name__ == "__main__":
+    main()

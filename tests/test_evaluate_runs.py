@@ -1,0 +1,94 @@
+"""benchmarks/evaluate_runs.py: the floor verdict, and a whole run of the script on a small
+random-weight export and a run folder it exports itself."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from openkontext.eval.report import ALL_EDITS, GENERATION
+from openkontext.model import get_preset
+from openkontext.train.autoencoder import AETrainConfig, train_autoencoder
+from openkontext.train.transformer import FlowTrainConfig, train_transformer
+from openkontext.world.edits import KINDS
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "evaluate_runs.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("evaluate_runs", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _summary(success: float, psnr: float, identity: float) -> dict:
+    stats = {"psnr_median": psnr, "success_rate": success, "identity_psnr_median": identity,
+             "preservation_median": 30.0}
+    cats = {kind: dict(stats) for kind in KINDS}
+    cats[ALL_EDITS] = dict(stats)
+    cats[GENERATION] = {"psnr_median": 20.0, "success_rate": 0.25}
+    return {"categories": cats, "splits": {"train": {"psnr_median": psnr}}}
+
+
+def test_the_floor_needs_every_floor_kind_and_the_gain_over_identity():
+    column = _module().column
+    assert column(_summary(0.70, 28.0, 20.0))["floor met"] == "yes"
+    assert column(_summary(0.70, 27.9, 20.0))["floor met"] == "no"  # +7.9 dB
+    short = _summary(0.70, 28.0, 20.0)
+    short["categories"]["remove"]["success_rate"] = 0.65
+    cells = column(short)
+    assert cells["floor met"] == "no" and cells["remove"] == "65%"
+    assert cells["over identity dB"] == "+8.0" and cells[GENERATION] == "20.0 dB 25%"
+    # kinds outside the floor do not decide it
+    other = _summary(0.70, 28.0, 20.0)
+    other["categories"]["swap"]["success_rate"] = 0.0
+    assert column(other)["floor met"] == "yes"
+
+
+def test_the_script_scores_an_export_and_a_run_folder_side_by_side(tmp_path):
+    from openkontext.pipeline import LoadedModel
+    from openkontext.weights import save_mini
+
+    model = LoadedModel.random("mini", seed=3)
+    save_mini(tmp_path / "rand", model.preset, model.flux, model.ae, model.text,
+              info={"ae_steps": 1, "transformer_steps": 1})
+    preset = get_preset("mini")
+    run = tmp_path / "run"
+    ae = train_autoencoder(preset.ae, run, AETrainConfig(steps=1, batch_size=2))
+    train_transformer(preset, ae, run, FlowTrainConfig(steps=1, edit_batch=2,
+                                                       generation_batch=1, eval_every=100))
+    command = [sys.executable, str(SCRIPT), str(tmp_path / "rand"), str(run), "--out",
+               str(tmp_path / "out"), "--seeds", "0", "--suite-size", "1", "--threads", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["rand", "s0", "run", "s0"]
+    info = json.loads((tmp_path / "out" / "run" / "mini.json").read_text())["info"]
+    assert info["transformer_steps"] == 1  # the run folder was exported
+    assert not (tmp_path / "out" / "rand" / "mini.json").exists()  # the export used as it is
+    assert any(line.split()[:2] == ["floor", "met"] and line.split()[-1] == "no"
+               for line in lines)
+    report = json.loads((tmp_path / "out" / "rand" / "suite_seed0.json").read_text())
+    assert report["settings"]["dataset"] == "suite:shapes:1"
+    assert report["summary"]["categories"][ALL_EDITS]["count"] == 2 * len(KINDS)
+    # two sources of one folder name would write over each other's reports
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "rand").mkdir()
+    command[2:4] = [str(tmp_path / "rand"), str(tmp_path / "b" / "rand")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "different folder names" in result.stderr
+
+
+@pytest.mark.parametrize("bad", ["missing", "empty"])
+def test_a_source_that_is_neither_a_run_nor_an_export_is_refused(tmp_path, bad):
+    if bad == "empty":
+        (tmp_path / bad).mkdir()
+    command = [sys.executable, str(SCRIPT), str(tmp_path / bad), "--out", str(tmp_path / "o")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert result.returncode == 2 and "neither a mini export" in result.stderr
+    assert str(tmp_path / bad) in result.stderr
