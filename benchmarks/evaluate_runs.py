@@ -4,7 +4,8 @@ What follows every `openkontext train mini` run before its weights are shipped: 
 (or take an export folder as it is, e.g. the shipped one), evaluate the built-in suite on each
 noise seed, and print one table with a column per (model, seed): every edit kind's success,
 median PSNR over all edits beside the identity baseline, generation, preservation, trained and
-held-out phrasings, and whether the floor to ship is met.
+held-out phrasings, how many failed edits left the picture as it was (within 0.5 dB of
+returning the input), and whether the floor to ship is met.
 
     .venv/bin/python benchmarks/evaluate_runs.py /work/runs/A /work/runs/B \\
         src/openkontext/embedded --out /tmp/evaluated --seeds 0 1
@@ -45,8 +46,25 @@ def exported(source: Path, out: Path) -> Path:
     return out
 
 
-def column(summary: dict) -> dict[str, str]:
-    """One table column from a report summary: row name -> cell."""
+NEAR_INPUT_DB = 0.5  # a failed edit scoring this close to returning its input left it as it was
+
+
+def left_as_input(cases: list[dict]) -> tuple[int, int]:
+    """(failed single edits that scored within NEAR_INPUT_DB of the identity baseline, failed
+    single edits): how much of the failure is not editing at all. cases: a report's "cases"."""
+    failed = [
+        c["turns"][0]
+        for c in cases
+        if not c["chain"]
+        and c["turns"][0]["identity_psnr"] is not None
+        and not c["turns"][0]["success"]
+    ]
+    near = [t for t in failed if abs(t["psnr"] - t["identity_psnr"]) < NEAR_INPUT_DB]
+    return len(near), len(failed)
+
+
+def column(summary: dict, cases: list[dict] | None = None) -> dict[str, str]:
+    """One table column from a report summary (and its cases): row name -> cell."""
     cats, splits = summary["categories"], summary["splits"]
     edits = cats[ALL_EDITS]
     gain = edits["psnr_median"] - edits["identity_psnr_median"]
@@ -66,6 +84,9 @@ def column(summary: dict) -> dict[str, str]:
     for split in ("train", "heldout"):
         if split in splits:
             cells[f"{split} phrasings dB"] = f"{splits[split]['psnr_median']:.1f}"
+    if cases is not None:
+        near, failed = left_as_input(cases)
+        cells["failed, left as input"] = f"{near}/{failed}"
     cells["floor met"] = "yes" if floor else "no"
     return cells
 
@@ -111,7 +132,7 @@ def main() -> None:
                 report = evaluate(kontext, load_cases(suites[size], size), seed=seed)
                 report.settings["dataset"] = f"suite:shapes:{args.suite_size}"
                 report.write_json(args.out / name / f"suite_seed{seed}.json")
-                columns[f"{name} s{seed}"] = column(report.summary())
+                columns[f"{name} s{seed}"] = column(report.summary(), report.to_dict()["cases"])
                 print(f"{name} seed {seed}: {report.seconds:.0f} s", file=sys.stderr)
     print_table(columns)
 

@@ -49,6 +49,17 @@ def test_the_floor_needs_every_floor_kind_and_the_gain_over_identity():
     assert column(other)["floor met"] == "yes"
 
 
+def test_failed_edits_that_left_the_picture_as_it_was_are_counted():
+    def case(psnr, identity, success, chain=False):
+        turn = {"psnr": psnr, "identity_psnr": identity, "success": success}
+        return {"chain": chain, "turns": [turn]}
+
+    cases = [case(18.3, 18.5, False), case(20.0, 23.0, False), case(30.0, 29.8, True),
+             case(18.0, 18.0, False, chain=True), case(20.0, None, False)]  # chain, generation
+    assert _module().left_as_input(cases) == (1, 2)
+    assert _module().column(_summary(0.7, 28.0, 20.0), cases)["failed, left as input"] == "1/2"
+
+
 def test_the_script_scores_an_export_and_a_run_folder_side_by_side(tmp_path):
     from openkontext.pipeline import LoadedModel
     from openkontext.weights import save_mini
