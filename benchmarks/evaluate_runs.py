@@ -11,7 +11,8 @@ returning the input), and whether the floor to ship is met.
         src/openkontext/embedded --out /tmp/evaluated --seeds 0 1
 
 Each suite report is written as OUT/<name>/suite_seed<k>.json (the `openkontext eval --json`
-format); the exports are OUT/<name>/mini.{json,safetensors}, ready to copy into the package.
+format; with `--no-preserve`, no paste-back, suite_seed<k>_nopreserve.json); the exports are
+OUT/<name>/mini.{json,safetensors}, ready to copy into the package.
 """
 
 from __future__ import annotations
@@ -109,6 +110,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--suite-size", type=int, default=10, help="cases per kind and split")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--no-preserve", action="store_true", help="no paste-back (the model's own pixels)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -129,9 +133,11 @@ def main() -> None:
                 suites[size] = build_suite(Path(tmp) / str(size), args.suite_size, size)
             (args.out / name).mkdir(parents=True, exist_ok=True)
             for seed in args.seeds:
-                report = evaluate(kontext, load_cases(suites[size], size), seed=seed)
+                cases = load_cases(suites[size], size)
+                report = evaluate(kontext, cases, seed=seed, preserve=not args.no_preserve)
                 report.settings["dataset"] = f"suite:shapes:{args.suite_size}"
-                report.write_json(args.out / name / f"suite_seed{seed}.json")
+                tail = "_nopreserve" if args.no_preserve else ""
+                report.write_json(args.out / name / f"suite_seed{seed}{tail}.json")
                 columns[f"{name} s{seed}"] = column(report.summary(), report.to_dict()["cases"])
                 print(f"{name} seed {seed}: {report.seconds:.0f} s", file=sys.stderr)
     print_table(columns)

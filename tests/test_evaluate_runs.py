@@ -86,6 +86,12 @@ def test_the_script_scores_an_export_and_a_run_folder_side_by_side(tmp_path):
     report = json.loads((tmp_path / "out" / "rand" / "suite_seed0.json").read_text())
     assert report["settings"]["dataset"] == "suite:shapes:1"
     assert report["summary"]["categories"][ALL_EDITS]["count"] == 2 * len(KINDS)
+    # without paste-back, beside the report with it
+    no_paste = command[:2] + [str(tmp_path / "rand")] + command[4:] + ["--no-preserve"]
+    result = subprocess.run(no_paste, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    raw = json.loads((tmp_path / "out" / "rand" / "suite_seed0_nopreserve.json").read_text())
+    assert raw["settings"]["preserve"] is False and report["settings"]["preserve"] is True
     # two sources of one folder name would write over each other's reports
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "rand").mkdir()
