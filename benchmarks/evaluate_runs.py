@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+import typer
 
 from openkontext.eval import build_suite, evaluate
 from openkontext.eval.dataset import load_cases
@@ -42,8 +43,11 @@ def exported(source: Path, out: Path) -> Path:
     """An export folder for `source`: itself when it is one, else `train export` into out."""
     if (source / "mini.json").exists():
         return source
-    with contextlib.redirect_stdout(io.StringIO()):  # its one line names the step counts
-        export(run=source, out=out)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # its one line names the step counts
+            export(run=source, out=out)
+    except typer.BadParameter as e:  # e.g. the run's autoencoder is missing or unfinished
+        raise SystemExit(f"evaluate_runs.py: error: cannot export {source}: {e}") from None
     return out
 
 
@@ -114,6 +118,8 @@ def main() -> None:
         "--no-preserve", action="store_true", help="no paste-back (the model's own pixels)"
     )
     args = parser.parse_args()
+    if args.suite_size < 1:
+        parser.error(f"--suite-size must be at least 1, got {args.suite_size}")
     if args.threads:
         torch.set_num_threads(args.threads)
     names = [s.resolve().name for s in args.sources]

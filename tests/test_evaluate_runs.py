@@ -106,6 +106,17 @@ def test_a_source_that_is_neither_a_run_nor_an_export_is_refused(tmp_path, bad):
         (tmp_path / bad).mkdir()
     command = [sys.executable, str(SCRIPT), str(tmp_path / bad), "--out", str(tmp_path / "o")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode != 0
     assert result.returncode == 2 and "neither a mini export" in result.stderr
     assert str(tmp_path / bad) in result.stderr
+
+
+def test_a_run_without_its_autoencoder_or_a_zero_suite_is_refused_in_one_line(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "flux.pt").write_bytes(b"")
+    command = [sys.executable, str(SCRIPT), str(tmp_path / "run"), "--out", str(tmp_path / "o")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"cannot export {tmp_path / 'run'}" in result.stderr
+    result = subprocess.run(command + ["--suite-size", "0"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2 and "--suite-size must be at least 1" in result.stderr
