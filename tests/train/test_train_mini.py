@@ -308,23 +308,26 @@ def test_warm_up_repeats_only_for_a_fresh_optimiser(run):
     assert seeded.train_step(random.Random(0), torch.Generator())["lr"] == pytest.approx(1e-5)
 
 
-def test_a_mini_export_seeds_a_deeper_run_that_starts_where_it_was(tmp_path):
-    """Growing mini into mini-deep: the two added single-stream blocks start as the identity, so
-    the seeded model predicts exactly what the export does, and the step count goes on."""
+@pytest.mark.parametrize("shallow,deeper", [("mini", "mini-deep"),
+                                            ("mini-fine", "mini-fine-deep")])
+def test_a_mini_export_seeds_a_deeper_run_that_starts_where_it_was(tmp_path, shallow, deeper):
+    """Growing mini into mini-deep (mini-fine into mini-fine-deep): the two added single-stream
+    blocks start as the identity, so the seeded model predicts exactly what the export does, and
+    the step count goes on."""
     from openkontext.model import Flux
     from openkontext.pipeline import LoadedModel
     from openkontext.train.cli import seed_run_from_export
     from openkontext.weights import save_mini
 
-    small = LoadedModel.random("mini", seed=5)
+    small = LoadedModel.random(shallow, seed=5)
     save_mini(tmp_path / "small", small.preset, small.flux, small.ae, small.text,
               info={"ae_steps": 7, "transformer_steps": 900})
     exported = load_model(tmp_path / "small").flux.float()
-    seed_run_from_export(tmp_path / "small", tmp_path / "run", get_preset("mini-deep"))
+    seed_run_from_export(tmp_path / "small", tmp_path / "run", get_preset(deeper))
     state = torch.load(tmp_path / "run" / "flux.pt", weights_only=False)
-    assert state["step"] == 900 and state["preset"] == "mini-deep"
+    assert state["step"] == 900 and state["preset"] == deeper
     assert {k.split(".")[1] for k in state["init_from"][-1]["restarted"]} == {"4", "5"}
-    deep = Flux(get_preset("mini-deep").flux)
+    deep = Flux(get_preset(deeper).flux)
     deep.load_state_dict(state["ema_flux"])
     assert len(deep.single_blocks) == len(exported.single_blocks) + 2
     gen = torch.Generator().manual_seed(0)
@@ -511,3 +514,17 @@ def test_a_text_drop_run_exports_classifier_free_guidance(run, tmp_path):
     del older["preset"]["classifier_free"]  # an export written before session 8
     (tmp_path / "guided" / "mini.json").write_text(json.dumps(older))
     assert not load_model(tmp_path / "guided").preset.classifier_free
+
+
+def test_a_mini_fine_deep_export_fits_under_the_package_cap(tmp_path):
+    """The deeper preset is the largest the package can ship: its fp16 export (transformer and
+    autoencoder; the sentence encoder comes from its own package) stays under 25 MB."""
+    from openkontext.pipeline import LoadedModel
+    from openkontext.weights import save_mini
+
+    model = LoadedModel.random("mini-fine-deep", seed=1)
+    folder = save_mini(tmp_path / "deep", model.preset, model.flux, model.ae, model.text,
+                       info={"ae_steps": 1, "transformer_steps": 1})
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    assert 24_000_000 < size < 25_000_000
+    assert load_model(folder).preset.name == "mini-fine-deep"

@@ -37,7 +37,8 @@ def train_mini(
         str | None,
         typer.Option(
             "--preset",
-            help="mini-fine, mini, mini-deep or mini-byte (default: the run's own, else the "
+            help="mini-fine, mini-fine-deep, mini, mini-deep or mini-byte (default: the run's "
+            "own, else the "
             "--init-from export's, else mini-fine)",
         ),
     ] = None,
