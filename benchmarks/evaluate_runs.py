@@ -130,21 +130,22 @@ def main() -> None:
             parser.error(f"{source} is neither a mini export (mini.json) nor a run (flux.pt)")
     columns: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        suites: dict[int, Path] = {}
+        suites: dict[int, list] = {}  # native size -> the suite's cases at that size
         for source, name in zip(args.sources, names, strict=True):
             folder = exported(source, args.out / name)
             kontext = Kontext.load(str(folder))
             size = kontext.model.preset.native_size
             if size not in suites:
-                suites[size] = build_suite(Path(tmp) / str(size), args.suite_size, size)
+                jsonl = build_suite(Path(tmp) / str(size), args.suite_size, size)
+                suites[size] = load_cases(jsonl, size)
             (args.out / name).mkdir(parents=True, exist_ok=True)
             for seed in args.seeds:
-                cases = load_cases(suites[size], size)
-                report = evaluate(kontext, cases, seed=seed, preserve=not args.no_preserve)
+                report = evaluate(kontext, suites[size], seed=seed, preserve=not args.no_preserve)
                 report.settings["dataset"] = f"suite:shapes:{args.suite_size}"
                 tail = "_nopreserve" if args.no_preserve else ""
                 report.write_json(args.out / name / f"suite_seed{seed}{tail}.json")
-                columns[f"{name} s{seed}"] = column(report.summary(), report.to_dict()["cases"])
+                data = report.to_dict()  # the summary and the cases, as the file holds them
+                columns[f"{name} s{seed}"] = column(data["summary"], data["cases"])
                 print(f"{name} seed {seed}: {report.seconds:.0f} s", file=sys.stderr)
     print_table(columns)
 

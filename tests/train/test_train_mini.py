@@ -136,13 +136,10 @@ def test_training_continues_from_an_export_on_a_fresh_machine(run, tmp_path):
     assert CliRunner().invoke(app, ["train", "export", "--run", str(fresh), "--out",
                                     str(tmp_path / "again")]).exit_code == 0
     info = json.loads((tmp_path / "again" / "mini.json").read_text())["info"]
+    seeded = json.loads((export_dir / "mini.json").read_text())["info"]
     assert info["transformer_steps"] == step + 1
-    assert info["init_from"] == [{"folder": str(export_dir), "ae_steps": exported_ae_steps(
-        export_dir), "transformer_steps": step}]
-
-
-def exported_ae_steps(folder):
-    return json.loads((folder / "mini.json").read_text())["info"]["ae_steps"]
+    assert info["init_from"] == [{"folder": str(export_dir), "ae_steps": seeded["ae_steps"],
+                                  "transformer_steps": step}]
 
 
 def test_seed_history_flattens_the_nested_form_of_older_exports():

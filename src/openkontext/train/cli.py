@@ -38,8 +38,7 @@ def train_mini(
         typer.Option(
             "--preset",
             help="mini-fine, mini-fine-deep, mini, mini-deep or mini-byte (default: the run's "
-            "own, else the "
-            "--init-from export's, else mini-fine)",
+            "own, else the --init-from export's, else mini-fine)",
         ),
     ] = None,
     kind_weights: Annotated[
