@@ -192,6 +192,20 @@ def test_a_byte_text_export_seeds_a_sentence_text_run(tmp_path):
     result = CliRunner().invoke(app, ["train", "mini", "--out", str(tmp_path / "x"),
                                       "--preset", "huge"])
     assert result.exit_code == 2 and "unknown model preset 'huge'" in unboxed(result.output)
+    # a real-model preset is refused before anything is built or written
+    result = CliRunner().invoke(app, ["train", "mini", "--out", str(tmp_path / "y"),
+                                      "--preset", "kontext-dev"])
+    assert result.exit_code == 2 and "'kontext-dev' is not a mini preset" in unboxed(result.output)
+    assert not (tmp_path / "y").exists()
+
+
+def test_the_preset_help_names_every_mini_preset():
+    from openkontext.model.presets import MINI_PRESETS
+    from openkontext.train.cli import DEFAULT_PRESET, PRESET_HELP
+
+    listed = PRESET_HELP.split(" (")[0].replace(" or ", ", ").split(", ")
+    assert sorted(listed) == sorted(MINI_PRESETS) and DEFAULT_PRESET in MINI_PRESETS
+    assert "kontext-dev" not in MINI_PRESETS and len(MINI_PRESETS) == 5
 
 
 def unboxed(output: str) -> str:

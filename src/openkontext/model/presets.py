@@ -138,6 +138,11 @@ PRESETS["mini-fine-deep"] = dataclasses.replace(
 )
 
 
+# The presets `openkontext train mini` trains: those whose text encoder this project builds
+# (kontext-dev's comes with its checkpoint, and it is far too large to train here).
+MINI_PRESETS: tuple[str, ...] = tuple(name for name, p in PRESETS.items() if p.text is not None)
+
+
 def get_preset(name: str) -> ModelPreset:
     try:
         return PRESETS[name]

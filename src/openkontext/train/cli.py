@@ -13,6 +13,12 @@ app = typer.Typer(help="Train the embedded mini model on Shapes World.", no_args
 
 # What a new run trains when --preset is not given (session 7 on: the finer token grid).
 DEFAULT_PRESET = "mini-fine"
+# Written out rather than built from model.presets.MINI_PRESETS, which would import torch for
+# every `openkontext` command; a test checks the two name the same presets.
+PRESET_HELP = (
+    "mini-fine, mini-fine-deep, mini, mini-deep or mini-byte (default: the run's own, else the "
+    "--init-from export's, else mini-fine)"
+)
 
 
 @app.command("mini")
@@ -37,8 +43,7 @@ def train_mini(
         str | None,
         typer.Option(
             "--preset",
-            help="mini-fine, mini-fine-deep, mini, mini-deep or mini-byte (default: the run's "
-            "own, else the --init-from export's, else mini-fine)",
+            help=PRESET_HELP,
         ),
     ] = None,
     kind_weights: Annotated[
@@ -79,6 +84,7 @@ def train_mini(
     import torch
 
     from openkontext.model import get_preset
+    from openkontext.model.presets import MINI_PRESETS
     from openkontext.train.autoencoder import AETrainConfig, train_autoencoder
     from openkontext.train.transformer import (
         FlowTrainConfig,
@@ -109,6 +115,11 @@ def train_mini(
         preset = get_preset(preset_name)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--preset") from None
+    if preset.name not in MINI_PRESETS:
+        raise typer.BadParameter(
+            f"{preset.name!r} is not a mini preset; choose one of {list(MINI_PRESETS)}",
+            param_hint="--preset",
+        )
     out.mkdir(parents=True, exist_ok=True)
     _check_run_preset(held_state, out, preset.name)
     # A resumed run keeps its data mix, t and loss unless told otherwise.
