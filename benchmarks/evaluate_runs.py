@@ -129,6 +129,7 @@ def main() -> None:
         if not ((source / "mini.json").is_file() or (source / "flux.pt").is_file()):
             parser.error(f"{source} is neither a mini export (mini.json) nor a run (flux.pt)")
     columns: dict[str, dict[str, str]] = {}
+    tail = "_nopreserve" if args.no_preserve else ""  # of each report's file name
     with tempfile.TemporaryDirectory() as tmp:
         suites: dict[int, list] = {}  # native size -> the suite's cases at that size
         for source, name in zip(args.sources, names, strict=True):
@@ -142,9 +143,7 @@ def main() -> None:
             for seed in args.seeds:
                 report = evaluate(kontext, suites[size], seed=seed, preserve=not args.no_preserve)
                 report.settings["dataset"] = f"suite:shapes:{args.suite_size}"
-                tail = "_nopreserve" if args.no_preserve else ""
-                report.write_json(args.out / name / f"suite_seed{seed}{tail}.json")
-                data = report.to_dict()  # the summary and the cases, as the file holds them
+                data = report.write_json(args.out / name / f"suite_seed{seed}{tail}.json")
                 columns[f"{name} s{seed}"] = column(data["summary"], data["cases"])
                 print(f"{name} seed {seed}: {report.seconds:.0f} s", file=sys.stderr)
     print_table(columns)

@@ -4,6 +4,7 @@ baseline against the values the hand-written dataset was built to have)."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -97,6 +98,14 @@ def test_groups(evaluated):
     assert cats["generation"].identity_psnr_median is None
     assert {k: v.count for k, v in report.by_split().items()} == {"heldout": 1, "train": 1}
     assert {k: v.count for k, v in report.by_turn().items()} == {1: 1, 2: 1}
+
+
+def test_the_json_report_returns_what_it_wrote(evaluated, tmp_path):
+    report, _ = evaluated
+    data = report.write_json(tmp_path / "report.json")
+    assert json.loads((tmp_path / "report.json").read_text()) == json.loads(json.dumps(data))
+    assert data["summary"]["categories"]["all edits"]["count"] == 4
+    assert len(data["cases"]) == len(report.cases) == 6
 
 
 def test_run_batch_matches_kontext_run(kontext):

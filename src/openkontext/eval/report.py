@@ -167,8 +167,12 @@ class Report:
             "cases": [c.to_dict() for c in self.cases],
         }
 
-    def write_json(self, path: str | Path) -> Path:
-        return atomic_write(path, (json.dumps(self.to_dict(), indent=1) + "\n").encode())
+    def write_json(self, path: str | Path) -> dict:
+        """Write `to_dict()` to path (atomically) and return it, so a caller that also reads the
+        summary or the cases does not build them a second time."""
+        data = self.to_dict()
+        atomic_write(path, (json.dumps(data, indent=1) + "\n").encode())
+        return data
 
 
 # -- tables --------------------------------------------------------------------------------------
