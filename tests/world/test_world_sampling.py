@@ -9,7 +9,9 @@ from openkontext.world.edits import KINDS, apply_edit, edit_slots
 from openkontext.world.phrasings import DESCRIPTIONS, INSTRUCTIONS
 from openkontext.world.render import change_mask, render, render_target
 from openkontext.world.sampling import (
+    CONTRAST_KINDS,
     check_kind_weights,
+    contrast_edit,
     edit_batch,
     generation_batch,
     sample_chain,
@@ -161,3 +163,45 @@ def test_edit_batch_tensors():
     assert torch.equal(again.target, batch.target) and again.instructions == batch.instructions
     gen = generation_batch(random.Random(6), 4, 16)
     assert gen.target.shape == (4, 3, 16, 16) and len(gen.descriptions) == 4
+
+
+def test_contrast_twins_name_another_object_of_the_same_picture():
+    """A twin is the same kind of edit on the same source acting on another object, with the
+    same value where that object can take it, and its own ground truth."""
+    rng = random.Random(11)
+    twins = 0
+    for _ in range(300):
+        sample = sample_edit(rng, kinds=list(CONTRAST_KINDS))
+        twin = contrast_edit(sample, rng)
+        if twin is None:
+            continue
+        twins += 1
+        assert twin.source == sample.source and twin.kind == sample.kind
+        assert twin.edit.cell != sample.edit.cell
+        assert twin.target == apply_edit(twin.source, twin.edit)
+        if sample.kind == "recolor":
+            other = twin.source.at(twin.edit.cell)
+            if sample.edit.value not in (other.color, twin.source.background):
+                assert twin.edit.value == sample.edit.value
+    assert twins > 150
+    # kinds that name no single object have no twin
+    for kind in ("background", "add", "swap", *FILTERS):
+        assert contrast_edit(sample_edit(rng, kinds=[kind]), rng) is None
+    # a picture with one object has no other object to name
+    lone = Scene("white", (Obj("circle", "red", "center", "medium"),))
+    assert contrast_edit(sample_edit(rng, kinds=["remove"], source=lone), rng) is None
+
+
+def test_contrast_puts_twins_next_to_each_other_and_zero_keeps_the_old_batches():
+    weights = {"recolor": 3, "remove": 2}
+    plain = edit_batch(random.Random(3), 24, 32, kind_weights=weights)
+    zero = edit_batch(random.Random(3), 24, 32, kind_weights=weights, contrast=0.0)
+    assert zero.instructions == plain.instructions and torch.equal(zero.target, plain.target)
+    paired = edit_batch(random.Random(3), 24, 32, kind_weights=weights, contrast=1.0)
+    assert len(paired.samples) == 24
+    pairs = [(a, b) for a, b in zip(paired.samples, paired.samples[1:], strict=False)
+             if a.source == b.source and a.kind == b.kind and a.edit.cell != b.edit.cell]
+    assert len(pairs) >= 4
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="must be a fraction in \\[0, 1\\]"):
+            edit_batch(random.Random(3), 4, 32, contrast=bad)

@@ -78,6 +78,14 @@ def train_mini(
             "guidance (default: the run's own, else 0)"
         ),
     ] = None,
+    contrast: Annotated[
+        float | None,
+        typer.Option(
+            help="fraction of one-object edits (recolor, remove, move, resize, reshape) "
+            "followed in the batch by the same edit on the same picture naming another object "
+            "(default: the run's own, else 0)"
+        ),
+    ] = None,
 ) -> None:
     """Train the autoencoder (stage 1), then the transformer (stage 2; with the text encoder
     when it is the byte-level one)."""
@@ -92,6 +100,7 @@ def train_mini(
         check_text_drop,
         train_transformer,
     )
+    from openkontext.world.sampling import check_contrast
 
     if not 0 <= cooldown <= steps:
         raise typer.BadParameter(
@@ -101,6 +110,7 @@ def train_mini(
     _checked(object_weight, check_loss_weight, "--object-weight")
     _checked(change_weight, check_loss_weight, "--change-weight")
     _checked(text_drop, check_text_drop, "--text-drop")
+    _checked(contrast, check_contrast, "--contrast")
     if threads:
         torch.set_num_threads(threads)
     held_state = _held_run(out)
@@ -130,6 +140,7 @@ def train_mini(
         "object_weight": object_weight,
         "change_weight": change_weight,
         "text_drop": text_drop,
+        "contrast": contrast,
     }
     mix = {
         name: held.get(name, getattr(FlowTrainConfig, name)) if value is None else value
@@ -145,7 +156,8 @@ def train_mini(
         typer.echo(
             f"edit kinds weighted {cfg.kind_weights or 'uniformly'}, t centred at {cfg.t_mean}, "
             f"object tokens weigh {1 + cfg.object_weight}, changed tokens "
-            f"{1 + cfg.change_weight}, instructions dropped {cfg.text_drop:.0%}"
+            f"{1 + cfg.change_weight}, instructions dropped {cfg.text_drop:.0%}, "
+            f"contrast twins {cfg.contrast:.0%}"
         )
     train_transformer(preset, ae, out, cfg, resume)
 

@@ -27,6 +27,7 @@ from openkontext.pipeline import LoadedModel, run_tensors
 from openkontext.train.autoencoder import object_mask, psnr
 from openkontext.train.common import EMA, JsonlLog, atomic_torch_save, native_bf16, progress_bar
 from openkontext.world.sampling import (
+    check_contrast,
     check_kind_weights,
     edit_batch,
     edit_batch_from,
@@ -71,6 +72,12 @@ class FlowTrainConfig:
     # model also learns the unconditional velocity that classifier-free guidance needs
     # (`guidance` > 1 on a model without a guidance embedding; docs/mini.md, session 8).
     text_drop: float = 0.0
+    # This fraction of the edits that act on one named object (recolor, remove, move, resize,
+    # reshape) come with a twin in the batch: the same kind on the same picture naming another
+    # object. A third of the failed edits return the input: the model knows the kind of edit but
+    # not where the named object is (docs/mini.md, session 11); a twin shows it two answers
+    # that differ only by the object word (session 13).
+    contrast: float = 0.0
     checkpoint_every: int = 200
     eval_every: int = 1000
     eval_cases: int = 48
@@ -84,6 +91,7 @@ class FlowTrainConfig:
         check_loss_weight(self.object_weight)
         check_loss_weight(self.change_weight)
         check_text_drop(self.text_drop)
+        check_contrast(self.contrast)
 
 
 def check_loss_weight(weight: float) -> float:
@@ -199,7 +207,9 @@ class Stepper:
             lr *= min(1.0, (cfg.steps - self.step) / cfg.cooldown)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        edits = edit_batch(rng, cfg.edit_batch, size, kind_weights=cfg.kind_weights)
+        edits = edit_batch(
+            rng, cfg.edit_batch, size, kind_weights=cfg.kind_weights, contrast=cfg.contrast
+        )
         # its own stream, so a run with and one without draw the same batches, noise and t
         drop = random.Random(f"{cfg.seed}:text-drop:{self.step}")
         prompts = drop_texts(edits.instructions, cfg.text_drop, drop)

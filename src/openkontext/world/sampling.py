@@ -18,7 +18,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from openkontext.world.edits import KINDS, Edit, apply_edit, can_edit, edit_slots, random_edit
+from openkontext.world.edits import (
+    KINDS,
+    Edit,
+    apply_edit,
+    can_edit,
+    edit_options,
+    edit_slots,
+    random_edit,
+)
 from openkontext.world.phrasings import choose_description, choose_phrasing
 from openkontext.world.render import (
     Size,
@@ -30,6 +38,8 @@ from openkontext.world.render import (
 from openkontext.world.scene import FILTERS, Scene, Target, random_scene
 
 MAX_ATTEMPTS = 1000  # random scenes tried before a kind is declared impossible
+# Kinds whose edit acts on one named object: a contrast twin names another object of the picture.
+CONTRAST_KINDS: tuple[str, ...] = ("recolor", "remove", "move", "resize", "reshape")
 
 
 @dataclass(frozen=True)
@@ -196,12 +206,46 @@ class GenerationBatch:
     samples: list[GenerationSample]
 
 
+def contrast_edit(sample: EditSample, rng: random.Random,
+                  split: str = "train") -> EditSample | None:
+    """The same kind of edit on the same picture, naming another object: "remove the circle"
+    beside "remove the square". Where the other object allows it, the edit's value is kept too
+    (the same new colour, destination or size), so the two differ only in which object is named
+    and where the change lands. None for other kinds, or when no other object can take the edit.
+    """
+    if sample.kind not in CONTRAST_KINDS:
+        return None
+    options = [e for e in edit_options(sample.source, sample.kind) if e.cell != sample.edit.cell]
+    if not options:
+        return None
+    same_value = [e for e in options if e.value == sample.edit.value]
+    pick = same_value or options
+    return make_edit(sample.source, pick[rng.randrange(len(pick))], rng, split)
+
+
+def check_contrast(rate: float) -> float:
+    if not (isinstance(rate, int | float) and 0 <= rate <= 1):
+        raise ValueError(f"must be a fraction in [0, 1], got {rate!r}")
+    return rate
+
+
 def edit_batch(rng: random.Random, batch_size: int, size: Size = 64, kinds=None,
-               split: str = "train", kind_weights: dict[str, float] | None = None) -> EditBatch:
-    """`batch_size` random edits rendered at `size`."""
+               split: str = "train", kind_weights: dict[str, float] | None = None,
+               contrast: float = 0.0) -> EditBatch:
+    """`batch_size` random edits rendered at `size`. With `contrast` > 0, that fraction of the
+    edits of CONTRAST_KINDS is followed in the batch by its `contrast_edit` twin (when the
+    picture has one), so the model sees one picture and two named objects side by side; at 0
+    the batch is the one drawn before contrast existed (no extra draws from `rng`)."""
     check_kind_weights(kind_weights)
-    samples = [sample_edit(rng, kinds, split, kind_weights=kind_weights)
-               for _ in range(batch_size)]
+    check_contrast(contrast)
+    samples: list[EditSample] = []
+    while len(samples) < batch_size:
+        sample = sample_edit(rng, kinds, split, kind_weights=kind_weights)
+        samples.append(sample)
+        if contrast and len(samples) < batch_size and rng.random() < contrast:
+            twin = contrast_edit(sample, rng, split)
+            if twin is not None:
+                samples.append(twin)
     return edit_batch_from(samples, size)
 
 
