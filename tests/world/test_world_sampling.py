@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from openkontext.world.edits import KINDS, apply_edit, edit_slots
+from openkontext.world.edits import KINDS, apply_edit, edit_options, edit_slots
 from openkontext.world.phrasings import DESCRIPTIONS, INSTRUCTIONS
 from openkontext.world.render import change_mask, render, render_target
 from openkontext.world.sampling import (
@@ -13,6 +13,7 @@ from openkontext.world.sampling import (
     check_kind_weights,
     contrast_edit,
     edit_batch,
+    edit_batch_from,
     generation_batch,
     sample_chain,
     sample_edit,
@@ -169,7 +170,7 @@ def test_contrast_twins_name_another_object_of_the_same_picture():
     """A twin is the same kind of edit on the same source acting on another object, with the
     same value where that object can take it, and its own ground truth."""
     rng = random.Random(11)
-    twins = 0
+    twins = same_values = 0
     for _ in range(300):
         sample = sample_edit(rng, kinds=list(CONTRAST_KINDS))
         twin = contrast_edit(sample, rng)
@@ -179,11 +180,13 @@ def test_contrast_twins_name_another_object_of_the_same_picture():
         assert twin.source == sample.source and twin.kind == sample.kind
         assert twin.edit.cell != sample.edit.cell
         assert twin.target == apply_edit(twin.source, twin.edit)
-        if sample.kind == "recolor":
-            other = twin.source.at(twin.edit.cell)
-            if sample.edit.value not in (other.color, twin.source.background):
-                assert twin.edit.value == sample.edit.value
-    assert twins > 150
+        # the same value (colour, destination, size, shape) wherever another object can take it
+        others = [e for e in edit_options(sample.source, sample.kind)
+                  if e.cell != sample.edit.cell]
+        if any(e.value == sample.edit.value for e in others):
+            assert twin.edit.value == sample.edit.value
+            same_values += 1
+    assert twins > 150 and same_values > 100
     # kinds that name no single object have no twin
     for kind in ("background", "add", "swap", *FILTERS):
         assert contrast_edit(sample_edit(rng, kinds=[kind]), rng) is None
@@ -194,9 +197,11 @@ def test_contrast_twins_name_another_object_of_the_same_picture():
 
 def test_contrast_puts_twins_next_to_each_other_and_zero_keeps_the_old_batches():
     weights = {"recolor": 3, "remove": 2}
-    plain = edit_batch(random.Random(3), 24, 32, kind_weights=weights)
+    rng = random.Random(3)
+    before = [sample_edit(rng, kind_weights=weights) for _ in range(24)]  # the draw before twins
     zero = edit_batch(random.Random(3), 24, 32, kind_weights=weights, contrast=0.0)
-    assert zero.instructions == plain.instructions and torch.equal(zero.target, plain.target)
+    assert zero.samples == before
+    assert torch.equal(zero.target, edit_batch_from(before, 32).target)
     paired = edit_batch(random.Random(3), 24, 32, kind_weights=weights, contrast=1.0)
     assert len(paired.samples) == 24
     pairs = [(a, b) for a, b in zip(paired.samples, paired.samples[1:], strict=False)

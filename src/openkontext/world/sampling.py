@@ -229,24 +229,33 @@ def check_contrast(rate: float) -> float:
     return rate
 
 
-def edit_batch(rng: random.Random, batch_size: int, size: Size = 64, kinds=None,
-               split: str = "train", kind_weights: dict[str, float] | None = None,
-               contrast: float = 0.0) -> EditBatch:
-    """`batch_size` random edits rendered at `size`. With `contrast` > 0, that fraction of the
-    edits of CONTRAST_KINDS is followed in the batch by its `contrast_edit` twin (when the
-    picture has one), so the model sees one picture and two named objects side by side; at 0
-    the batch is the one drawn before contrast existed (no extra draws from `rng`)."""
+def edit_samples(rng: random.Random, count: int, kinds=None, split: str = "train",
+                 kind_weights: dict[str, float] | None = None,
+                 contrast: float = 0.0) -> list[EditSample]:
+    """`count` random edits. With `contrast` > 0, that fraction of the edits of CONTRAST_KINDS
+    is followed by its `contrast_edit` twin (when the picture has one), so the model sees one
+    picture and two named objects side by side; at 0 these are the edits drawn before contrast
+    existed (no extra draws from `rng`)."""
     check_kind_weights(kind_weights)
     check_contrast(contrast)
     samples: list[EditSample] = []
-    while len(samples) < batch_size:
+    while len(samples) < count:
         sample = sample_edit(rng, kinds, split, kind_weights=kind_weights)
         samples.append(sample)
-        if contrast and len(samples) < batch_size and rng.random() < contrast:
+        if contrast and len(samples) < count and rng.random() < contrast:
             twin = contrast_edit(sample, rng, split)
             if twin is not None:
                 samples.append(twin)
-    return edit_batch_from(samples, size)
+    return samples
+
+
+def edit_batch(rng: random.Random, batch_size: int, size: Size = 64, kinds=None,
+               split: str = "train", kind_weights: dict[str, float] | None = None,
+               contrast: float = 0.0) -> EditBatch:
+    """`edit_samples` rendered at `size`."""
+    return edit_batch_from(
+        edit_samples(rng, batch_size, kinds, split, kind_weights, contrast), size
+    )
 
 
 def edit_batch_from(samples: list[EditSample], size: Size = 64) -> EditBatch:
