@@ -1,0 +1,55 @@
+"""What a training step's edits are made of: each kind's share of the edits and the share that
+are contrast twins (`train mini --contrast P`), drawn as `train mini` draws them (the same
+`step_streams` and `edit_samples`), for given kind weights and contrast, with and without.
+
+    .venv/bin/python benchmarks/batch_mix.py [--kind-weights recolor=3,...] [--contrast 0.5]
+        [--steps 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+
+from openkontext.train.cli import parse_kind_weights
+from openkontext.train.transformer import FlowTrainConfig, step_streams
+from openkontext.world.sampling import edit_samples
+
+STANDING = "recolor=3,background=3,grayscale=2,invert=2,remove=2"  # sessions 6-13
+
+
+def mix(steps: int, weights: dict[str, float], contrast: float) -> tuple[Counter, int, int]:
+    """(edits per kind, twins, edits) over the first `steps` steps' batches."""
+    kinds: Counter = Counter()
+    twins = total = 0
+    for step in range(steps):
+        rng, _ = step_streams(0, step)
+        samples = edit_samples(rng, FlowTrainConfig.edit_batch, kind_weights=weights,
+                               contrast=contrast)
+        kinds.update(s.kind for s in samples)
+        # a twin follows its edit: same picture, same kind, another object
+        twins += sum(a.source == b.source and a.kind == b.kind and a.edit.cell != b.edit.cell
+                     for a, b in zip(samples, samples[1:], strict=False))
+        total += len(samples)
+    return kinds, twins, total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kind-weights", default=STANDING)
+    parser.add_argument("--contrast", type=float, default=0.5)
+    parser.add_argument("--steps", type=int, default=300)
+    args = parser.parse_args()
+    weights = parse_kind_weights(args.kind_weights)
+    plain, _, n0 = mix(args.steps, weights, 0.0)
+    paired, twins, n1 = mix(args.steps, weights, args.contrast)
+    print(f"{args.steps} steps of {FlowTrainConfig.edit_batch} edits, kind weights "
+          f"{args.kind_weights}; twins are {twins / n1:.1%} of the edits at --contrast "
+          f"{args.contrast}")
+    print(f"| kind | share, no twins | share, --contrast {args.contrast} |\n|---|---|---|")
+    for kind in sorted(plain | paired):
+        print(f"| {kind} | {plain[kind] / n0:.1%} | {paired[kind] / n1:.1%} |")
+
+
+if __name__ == "__main__":
+    main()
