@@ -300,6 +300,76 @@ def export(
     typer.echo(f"exported {folder} ({info})")
 
 
+@app.command("average")
+def average(
+    exports: Annotated[
+        list[Path],
+        typer.Argument(help="two or more mini exports of one preset and one autoencoder"),
+    ],
+    out: Annotated[Path, typer.Option(help="export folder to write (may be one of EXPORTS)")],
+) -> None:
+    """Write a mini export whose transformer and text encoder are the mean of the EXPORTS'
+    (a weight average, or "model soup"). Meant for runs continued from one export with different
+    recipes, which stay close enough in weight space for their mean to work: score it beside
+    them (benchmarks/evaluate_runs.py) before shipping it."""
+    import torch
+
+    from openkontext.model import preset_to_dict
+    from openkontext.weights import WeightsError, load_mini, save_mini
+
+    if len(exports) < 2:
+        raise typer.BadParameter("give at least two exports to average", param_hint="EXPORTS")
+    models, infos = [], []
+    for folder in exports:
+        try:
+            models.append(load_mini(folder))
+        except WeightsError as e:
+            raise typer.BadParameter(str(e), param_hint="EXPORTS") from None
+        infos.append(json.loads((folder / "mini.json").read_text()).get("info", {}))
+    first = models[0]
+    for folder, model in zip(exports[1:], models[1:], strict=True):
+        if preset_to_dict(model.preset) != preset_to_dict(first.preset):
+            raise typer.BadParameter(
+                f"{folder} holds a {model.preset.name!r} model that differs from {exports[0]}'s "
+                f"{first.preset.name!r}: only one preset's weights can be averaged",
+                param_hint="EXPORTS",
+            )
+        ours, theirs = first.ae.state_dict(), model.ae.state_dict()
+        if any(not torch.equal(ours[k], theirs[k]) for k in ours):
+            raise typer.BadParameter(
+                f"{folder} has another autoencoder than {exports[0]}: their transformers read "
+                "different latents, so their mean means nothing",
+                param_hint="EXPORTS",
+            )
+    for name in ("flux", "text"):
+        states = [getattr(m, name).state_dict() for m in models]
+        mean = {
+            k: (torch.stack([s[k] for s in states]).mean(0) if v.is_floating_point() else v)
+            for k, v in states[0].items()
+        }
+        getattr(first, name).load_state_dict(mean)
+    info = {
+        "ae_steps": infos[0].get("ae_steps", 0),
+        "transformer_steps": max(i.get("transformer_steps", 0) for i in infos),
+        "averaged": [
+            {"folder": str(f), **{k: v for k, v in i.items() if k != "init_from"}}
+            for f, i in zip(exports, infos, strict=True)
+        ],
+    }
+    if "decoder_steps" in infos[0]:
+        info["decoder_steps"] = infos[0]["decoder_steps"]
+    # the exports all were seeded from (when they are runs continued from one export)
+    shared = []
+    for entries in zip(*(seed_history(i.get("init_from")) for i in infos), strict=False):
+        if any(e != entries[0] for e in entries):
+            break
+        shared.append(entries[0])
+    if shared:
+        info["init_from"] = shared
+    folder = save_mini(out, first.preset, first.flux, first.ae, first.text, info=info)
+    typer.echo(f"averaged {len(exports)} exports into {folder}")
+
+
 def _check_run_preset(state: dict, out: Path, name: str) -> None:
     """A run folder trains one preset: resuming it under another would mix shapes. state: its
     checkpoint ({} for a new folder)."""
