@@ -86,6 +86,15 @@ def train_mini(
             "(default: the run's own, else 0)"
         ),
     ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="the run's random seed, which draws its batches, noise and t (and a new "
+            "transformer's first weights): another seed is another run of the same recipe "
+            "(default: the run's own, else 0)",
+        ),
+    ] = None,
 ) -> None:
     """Train the autoencoder (stage 1), then the transformer (stage 2; with the text encoder
     when it is the byte-level one)."""
@@ -132,7 +141,7 @@ def train_mini(
         )
     out.mkdir(parents=True, exist_ok=True)
     _check_run_preset(held_state, out, preset.name)
-    # A resumed run keeps its data mix, t and loss unless told otherwise.
+    # A resumed run keeps its data mix, t, loss and seed unless told otherwise.
     held = held_state.get("config", {}) if resume else {}
     given = {
         "kind_weights": weights,
@@ -141,6 +150,7 @@ def train_mini(
         "change_weight": change_weight,
         "text_drop": text_drop,
         "contrast": contrast,
+        "seed": seed,
     }
     mix = {
         name: held.get(name, getattr(FlowTrainConfig, name)) if value is None else value
@@ -157,7 +167,7 @@ def train_mini(
             f"edit kinds weighted {cfg.kind_weights or 'uniformly'}, t centred at {cfg.t_mean}, "
             f"object tokens weigh {1 + cfg.object_weight}, changed tokens "
             f"{1 + cfg.change_weight}, instructions dropped {cfg.text_drop:.0%}, "
-            f"contrast twins {cfg.contrast:.0%}"
+            f"contrast twins {cfg.contrast:.0%}, seed {cfg.seed}"
         )
     train_transformer(preset, ae, out, cfg, resume)
 
