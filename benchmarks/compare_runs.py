@@ -1,9 +1,10 @@
 """Two transformer runs side by side, from their `flux_log.jsonl`: training loss on the same
 steps, and the in-training sampled evals.
 
-Runs started from the same checkpoint with the same seed draw identical batches, noise and t at
-every step (the data stream is seeded by the step number), so the difference of their logged
-losses at a step is a paired comparison: much less noisy than either loss alone.
+Runs started from the same checkpoint with the same seed and data mix draw identical batches,
+noise and t at every step (the data stream is seeded by the seed and the step number), so the
+difference of their logged losses at a step is a paired comparison: much less noisy than either
+loss alone. The script reads both runs' configs and says whether that holds.
 
     .venv/bin/python benchmarks/compare_runs.py RUN_A RUN_B [--window 500]
 """
@@ -14,6 +15,13 @@ import argparse
 import json
 import statistics
 from pathlib import Path
+
+import torch
+
+# FlowTrainConfig fields that decide what a step draws (its edits, noise, t, dropped
+# instructions); the loss weights change what a step learns from them, not what it sees
+DRAW_FIELDS = ("seed", "kind_weights", "contrast", "t_mean", "t_std", "text_drop", "edit_batch",
+               "generation_batch")
 
 
 def read_log(run: Path) -> tuple[dict[int, dict], dict[int, dict]]:
@@ -28,6 +36,13 @@ def read_log(run: Path) -> tuple[dict[int, dict], dict[int, dict]]:
     return losses, evals
 
 
+def draws_differ(run_a: Path, run_b: Path) -> list[str]:
+    """The config fields in DRAW_FIELDS on which the two runs' checkpoints disagree."""
+    a, b = (torch.load(run / "flux.pt", map_location="cpu", weights_only=False)["config"]
+            for run in (run_a, run_b))
+    return [name for name in DRAW_FIELDS if a.get(name) != b.get(name)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_a", type=Path)
@@ -39,7 +54,10 @@ def main() -> None:
     shared = sorted(set(a_loss) & set(b_loss))
     if not shared:
         raise SystemExit("the two logs share no logged step")
-    print(f"A = {args.run_a}, B = {args.run_b}; loss every 20 steps, same batches at the same step")
+    differ = draws_differ(args.run_a, args.run_b)
+    paired = ("the same batches at the same step, so B - A is paired" if not differ else
+              f"their {', '.join(differ)} differ, so their batches do and B - A is not paired")
+    print(f"A = {args.run_a}, B = {args.run_b}; loss every 20 steps; {paired}")
     print("| steps | A loss | B loss | B - A (mean) | B < A | A s/step | B s/step |")
     print("|---|---|---|---|---|---|---|")
     start = shared[0] - shared[0] % args.window

@@ -3,6 +3,7 @@
 import json
 import random
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -369,8 +370,6 @@ def test_a_resumed_run_ends_exactly_where_an_unbroken_one_does(run, tmp_path):
 
     assert step_streams(0, 5)[0].random() != step_streams(0, 6)[0].random()
     assert step_streams(0, 5)[0].random() == step_streams(0, 5)[0].random()
-    # and another seed (train mini --seed) draws another batch at the same step
-    assert step_streams(7, 5)[0].random() != step_streams(0, 5)[0].random()
 
 
 def test_kind_weights_t_mean_and_loss_weights_are_kept_by_a_resumed_run(run, tmp_path):
@@ -546,3 +545,43 @@ def test_a_mini_fine_deep_export_fits_under_the_package_cap(tmp_path):
     size = sum(f.stat().st_size for f in folder.iterdir())
     assert 24_000_000 < size < 25_000_000
     assert load_model(folder).preset.name == "mini-fine-deep"
+
+
+def test_compare_runs_says_whether_two_runs_draw_the_same_batches(run, tmp_path):
+    """benchmarks/compare_runs.py pairs two runs' losses step by step only when their seed and
+    data mix agree; another --seed (or contrast) makes it say the losses are not paired. And the
+    seed reaches what a step draws: one step from one checkpoint under two seeds lands apart."""
+    import shutil
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[2] / "benchmarks" / "compare_runs.py"
+    ae = run[1]  # the module-wide run folder is trained further by other tests: start afresh
+
+    def train(folder: Path, steps: int, **changes) -> dict:
+        cfg = FlowTrainConfig(steps=steps, edit_batch=2, generation_batch=1,
+                              eval_every=10 ** 6, **changes)
+        trained = train_transformer(get_preset("mini"), ae, folder, cfg)
+        assert trained.step == steps
+        return trained.flux.state_dict()
+
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    train(a, 1)
+    # a one-step run logs no loss (a record every 20 steps): give the log one to share
+    with (a / "flux_log.jsonl").open("a") as log:
+        log.write(json.dumps({"step": 1, "loss": 0.5, "sec_per_step": 1.0}) + "\n")
+    shutil.copytree(a, b)
+    shutil.copytree(a, c)
+
+    def compare() -> str:
+        done = subprocess.run([sys.executable, str(script), str(a), str(b), "--window", "1"],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()[0]
+
+    assert compare().endswith("the same batches at the same step, so B - A is paired")
+    seeded = train(b, 2, seed=7, contrast=0.5)
+    unseeded = train(c, 2, contrast=0.5)
+    assert any(not torch.equal(seeded[k], unseeded[k]) for k in seeded)
+    assert compare().endswith("their seed, contrast differ, so their batches do and B - A is "
+                              "not paired")
