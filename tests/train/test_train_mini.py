@@ -374,9 +374,9 @@ def test_a_resumed_run_ends_exactly_where_an_unbroken_one_does(run, tmp_path):
 
 def test_kind_weights_t_mean_and_loss_weights_are_kept_by_a_resumed_run(run, tmp_path):
     """--kind-weights, --t-mean, --object-weight, --change-weight, --text-drop, --contrast and
-    --seed go into the checkpoint's config, and a
-    resume without them keeps the run's own (a restart to extend a run must not quietly change
-    its data mix or its loss)."""
+    --seed go into the checkpoint's config, and a resume without them keeps the run's own (a
+    restart to extend a run must not quietly change its data mix or its loss); so are the
+    batch sizes and the rest that no option sets."""
     import shutil
 
     out = tmp_path / "run"
@@ -387,6 +387,10 @@ def test_kind_weights_t_mean_and_loss_weights_are_kept_by_a_resumed_run(run, tmp
         result = CliRunner().invoke(app, ["train", "mini", "--out", str(out), "--threads", "1",
                                           "--steps", str(steps), *options])
         assert result.exit_code == 0, result.output
+        # the fixture's run was started from Python with small batches and evals, which no
+        # option sets: a resume keeps them rather than falling back to the defaults
+        assert ("kept from the run: edit_batch 2, generation_batch 1, checkpoint_every 1, "
+                "eval_every 2, eval_cases 2, eval_steps 1") in result.output
         state = torch.load(out / "flux.pt", weights_only=False)
         assert state["step"] == steps
         return state["config"]
@@ -398,6 +402,8 @@ def test_kind_weights_t_mean_and_loss_weights_are_kept_by_a_resumed_run(run, tmp
     assert first["t_mean"] == 1.5 and first["object_weight"] == 4.0
     assert first["change_weight"] == 3.0 and first["text_drop"] == 0.1
     assert first["contrast"] == 0.5 and first["seed"] == 7
+    assert (first["edit_batch"], first["generation_batch"], first["eval_cases"]) == (2, 1, 2)
+    assert first["lr"] == FlowTrainConfig.lr and first["t_std"] == FlowTrainConfig.t_std
     kept = train(steps=step + 2)
     assert kept["kind_weights"] == first["kind_weights"] and kept["t_mean"] == 1.5
     assert kept["object_weight"] == 4.0 and kept["text_drop"] == 0.1

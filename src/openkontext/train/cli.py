@@ -156,12 +156,19 @@ def train_mini(
         name: held.get(name, getattr(FlowTrainConfig, name)) if value is None else value
         for name, value in given.items()
     }
+    # Settings with no option here (a run started from Python may have set them) are kept too:
+    # resuming must not change the batch, the optimiser or the in-training eval.
+    kept = {
+        name: held[name]
+        for name in RESUME_KEEPS
+        if name in held and held[name] != getattr(FlowTrainConfig, name)
+    }
     if init_from is not None:
         seed_run_from_export(init_from, out, preset)
     ae = train_autoencoder(preset.ae, out, AETrainConfig(steps=ae_steps, batch_size=16), resume)
     typer.echo(f"autoencoder ready: scale {ae.params.scale_factor} shift {ae.params.shift_factor}")
     preset = dataclasses.replace(preset, ae=ae.params)
-    cfg = FlowTrainConfig(steps=steps, cooldown=cooldown, **mix)
+    cfg = FlowTrainConfig(steps=steps, cooldown=cooldown, **mix, **kept)
     if any(value != getattr(FlowTrainConfig, name) for name, value in mix.items()):
         typer.echo(
             f"edit kinds weighted {cfg.kind_weights or 'uniformly'}, t centred at {cfg.t_mean}, "
@@ -169,7 +176,26 @@ def train_mini(
             f"{1 + cfg.change_weight}, instructions dropped {cfg.text_drop:.0%}, "
             f"contrast twins {cfg.contrast:.0%}, seed {cfg.seed}"
         )
+    if kept:
+        typer.echo("kept from the run: " + ", ".join(f"{k} {v}" for k, v in kept.items()))
     train_transformer(preset, ae, out, cfg, resume)
+
+
+# FlowTrainConfig fields a resume takes from the checkpoint because no option sets them
+# (steps and cooldown are options; bf16 autocast follows the machine, not the run)
+RESUME_KEEPS = (
+    "edit_batch",
+    "generation_batch",
+    "lr",
+    "warmup",
+    "weight_decay",
+    "ema_decay",
+    "t_std",
+    "checkpoint_every",
+    "eval_every",
+    "eval_cases",
+    "eval_steps",
+)
 
 
 def _checked(value, check, option: str):
