@@ -11,6 +11,7 @@ from openkontext.world.render import change_mask, render, render_target
 from openkontext.world.sampling import (
     CONTRAST_KINDS,
     check_kind_weights,
+    colour_twin,
     contrast_edit,
     edit_batch,
     edit_batch_from,
@@ -210,3 +211,43 @@ def test_contrast_puts_twins_next_to_each_other_and_zero_keeps_the_old_batches()
     for bad in (-0.1, 1.5, float("nan")):
         with pytest.raises(ValueError, match="must be a fraction in \\[0, 1\\]"):
             edit_batch(random.Random(3), 4, 32, contrast=bad)
+
+
+def test_colour_twins_recolour_the_same_object_to_another_colour():
+    """A colour twin is a recolour of the same object of the same picture to another allowed
+    colour, with its own instruction and ground truth; other kinds have none."""
+    rng = random.Random(5)
+    for _ in range(100):
+        sample = sample_edit(rng, kinds=["recolor"])
+        twin = colour_twin(sample, rng)
+        assert twin.source == sample.source and twin.kind == "recolor"
+        assert twin.edit.cell == sample.edit.cell and twin.edit.value != sample.edit.value
+        assert twin.target == apply_edit(twin.source, twin.edit) != sample.target
+        assert twin.instruction != sample.instruction
+    for kind in ("remove", "move", "background", "add", *FILTERS):
+        assert colour_twin(sample_edit(rng, kinds=[kind]), rng) is None
+
+
+def test_colour_contrast_puts_colour_twins_after_recolours_and_zero_changes_nothing():
+    weights = {"recolor": 3, "remove": 2}
+    plain = edit_batch(random.Random(3), 24, 32, kind_weights=weights, contrast=1.0)
+    zero = edit_batch(random.Random(3), 24, 32, kind_weights=weights, contrast=1.0,
+                      colour_contrast=0.0)
+    assert zero.samples == plain.samples
+
+    def colour_pairs(samples, gap: int) -> int:
+        """recolours followed `gap` places later by their colour twin"""
+        return sum(a.source == b.source and a.kind == b.kind == "recolor"
+                   and a.edit.cell == b.edit.cell and a.edit.value != b.edit.value
+                   for a, b in zip(samples, samples[gap:], strict=False))
+
+    alone = edit_batch(random.Random(3), 96, 16, kind_weights=weights, colour_contrast=1.0)
+    assert len(alone.samples) == 96 and colour_pairs(alone.samples, 1) >= 8
+    assert colour_pairs(plain.samples, 1) == colour_pairs(plain.samples, 2) == 0
+    # with both, a recolour is followed by its object twin, then its colour twin
+    both = edit_batch(random.Random(3), 96, 16, kind_weights=weights, contrast=1.0,
+                      colour_contrast=1.0)
+    assert len(both.samples) == 96 and colour_pairs(both.samples, 2) >= 6
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="must be a fraction in \\[0, 1\\]"):
+            edit_batch(random.Random(3), 4, 32, colour_contrast=bad)

@@ -223,6 +223,20 @@ def contrast_edit(sample: EditSample, rng: random.Random,
     return make_edit(sample.source, pick[rng.randrange(len(pick))], rng, split)
 
 
+def colour_twin(sample: EditSample, rng: random.Random,
+                split: str = "train") -> EditSample | None:
+    """A recolour of the same object on the same picture to another colour: "paint the star
+    red" beside "paint the star green", so the two differ only in the colour word and the colour
+    the object takes. None for other kinds, or when no other colour is allowed."""
+    if sample.kind != "recolor":
+        return None
+    options = [e for e in edit_options(sample.source, "recolor")
+               if e.cell == sample.edit.cell and e.value != sample.edit.value]
+    if not options:
+        return None
+    return make_edit(sample.source, options[rng.randrange(len(options))], rng, split)
+
+
 def check_contrast(rate: float) -> float:
     if not (isinstance(rate, int | float) and 0 <= rate <= 1):
         raise ValueError(f"must be a fraction in [0, 1], got {rate!r}")
@@ -231,30 +245,34 @@ def check_contrast(rate: float) -> float:
 
 def edit_samples(rng: random.Random, count: int, kinds=None, split: str = "train",
                  kind_weights: dict[str, float] | None = None,
-                 contrast: float = 0.0) -> list[EditSample]:
+                 contrast: float = 0.0, colour_contrast: float = 0.0) -> list[EditSample]:
     """`count` random edits. With `contrast` > 0, that fraction of the edits of CONTRAST_KINDS
     is followed by its `contrast_edit` twin (when the picture has one), so the model sees one
-    picture and two named objects side by side; at 0 these are the edits drawn before contrast
-    existed (no extra draws from `rng`)."""
+    picture and two named objects side by side; with `colour_contrast` > 0, that fraction of the
+    recolours is followed by its `colour_twin` (the same object, another colour). At 0 these are
+    the edits drawn before the twins existed (no extra draws from `rng`)."""
     check_kind_weights(kind_weights)
     check_contrast(contrast)
+    check_contrast(colour_contrast)
     samples: list[EditSample] = []
     while len(samples) < count:
         sample = sample_edit(rng, kinds, split, kind_weights=kind_weights)
         samples.append(sample)
-        if contrast and len(samples) < count and rng.random() < contrast:
-            twin = contrast_edit(sample, rng, split)
-            if twin is not None:
-                samples.append(twin)
+        for rate, make_twin in ((contrast, contrast_edit), (colour_contrast, colour_twin)):
+            if rate and len(samples) < count and rng.random() < rate:
+                twin = make_twin(sample, rng, split)
+                if twin is not None:
+                    samples.append(twin)
     return samples
 
 
 def edit_batch(rng: random.Random, batch_size: int, size: Size = 64, kinds=None,
                split: str = "train", kind_weights: dict[str, float] | None = None,
-               contrast: float = 0.0) -> EditBatch:
+               contrast: float = 0.0, colour_contrast: float = 0.0) -> EditBatch:
     """`edit_samples` rendered at `size`."""
     return edit_batch_from(
-        edit_samples(rng, batch_size, kinds, split, kind_weights, contrast), size
+        edit_samples(rng, batch_size, kinds, split, kind_weights, contrast, colour_contrast),
+        size,
     )
 
 
