@@ -18,10 +18,12 @@ from pathlib import Path
 
 import torch
 
+from openkontext.train.transformer import FlowTrainConfig
+
 # FlowTrainConfig fields that decide what a step draws (its edits, noise, t, dropped
 # instructions); the loss weights change what a step learns from them, not what it sees
-DRAW_FIELDS = ("seed", "kind_weights", "contrast", "t_mean", "t_std", "text_drop", "edit_batch",
-               "generation_batch")
+DRAW_FIELDS = ("seed", "kind_weights", "contrast", "colour_contrast", "t_mean", "t_std",
+               "text_drop", "edit_batch", "generation_batch")
 
 
 def read_log(run: Path) -> tuple[dict[int, dict], dict[int, dict]]:
@@ -40,7 +42,10 @@ def draws_differ(run_a: Path, run_b: Path) -> list[str]:
     """The config fields in DRAW_FIELDS on which the two runs' checkpoints disagree."""
     a, b = (torch.load(run / "flux.pt", map_location="cpu", weights_only=False)["config"]
             for run in (run_a, run_b))
-    return [name for name in DRAW_FIELDS if a.get(name) != b.get(name)]
+    # a field newer than a checkpoint is its default there
+    default = {name: getattr(FlowTrainConfig, name) for name in DRAW_FIELDS}
+    return [name for name in DRAW_FIELDS
+            if a.get(name, default[name]) != b.get(name, default[name])]
 
 
 def main() -> None:

@@ -373,10 +373,10 @@ def test_a_resumed_run_ends_exactly_where_an_unbroken_one_does(run, tmp_path):
 
 
 def test_kind_weights_t_mean_and_loss_weights_are_kept_by_a_resumed_run(run, tmp_path):
-    """--kind-weights, --t-mean, --object-weight, --change-weight, --text-drop, --contrast and
-    --seed go into the checkpoint's config, and a resume without them keeps the run's own (a
-    restart to extend a run must not quietly change its data mix or its loss); so are the
-    batch sizes and the rest that no option sets."""
+    """--kind-weights, --t-mean, --object-weight, --change-weight, --text-drop, --contrast,
+    --colour-contrast and --seed go into the checkpoint's config, and a resume without them
+    keeps the run's own (a restart to extend a run must not quietly change its data mix or its
+    loss); so are the batch sizes and the rest that no option sets."""
     import shutil
 
     out = tmp_path / "run"
@@ -403,24 +403,28 @@ def test_kind_weights_t_mean_and_loss_weights_are_kept_by_a_resumed_run(run, tmp
 
     first = train("--kind-weights", "recolor=3, background=2.5", "--t-mean", "1.5",
                   "--object-weight", "4", "--change-weight", "3", "--text-drop", "0.1",
-                  "--contrast", "0.5", "--seed", "7", steps=step + 1)
+                  "--contrast", "0.5", "--colour-contrast", "0.25", "--seed", "7",
+                  steps=step + 1)
     assert first["kind_weights"] == {"recolor": 3.0, "background": 2.5}
     assert first["t_mean"] == 1.5 and first["object_weight"] == 4.0
     assert first["change_weight"] == 3.0 and first["text_drop"] == 0.1
     assert first["contrast"] == 0.5 and first["seed"] == 7
+    assert first["colour_contrast"] == 0.25
     assert {k: first[k] for k in own} == own
     assert first["lr"] == FlowTrainConfig.lr and first["t_std"] == FlowTrainConfig.t_std
     kept = train(steps=step + 2)
     assert kept["kind_weights"] == first["kind_weights"] and kept["t_mean"] == 1.5
     assert kept["object_weight"] == 4.0 and kept["text_drop"] == 0.1
     assert kept["change_weight"] == 3.0 and kept["contrast"] == 0.5 and kept["seed"] == 7
+    assert kept["colour_contrast"] == 0.25
     changed = train("--kind-weights", "swap=2", "--object-weight", "0", "--text-drop", "0",
                     "--change-weight", "0", "--contrast", "0", "--seed", "0",
+                    "--colour-contrast", "0",
                     steps=step + 3)
     assert changed["kind_weights"] == {"swap": 2.0} and changed["t_mean"] == 1.5
     assert changed["object_weight"] == 0.0 and changed["text_drop"] == 0.0
     assert changed["change_weight"] == 0.0 and changed["contrast"] == 0.0
-    assert changed["seed"] == 0
+    assert changed["seed"] == 0 and changed["colour_contrast"] == 0.0
     bad = [("--kind-weights", "recolor", "expected KIND=WEIGHT, got 'recolor'"),
            ("--kind-weights", "recolor=lots", "weight of 'recolor' is not a number"),
            ("--kind-weights", "rotate=2", "unknown edit kind 'rotate'"),
@@ -429,6 +433,7 @@ def test_kind_weights_t_mean_and_loss_weights_are_kept_by_a_resumed_run(run, tmp
            *[("--change-weight", v, "must be a finite number >= 0") for v in ("-2", "nan")],
            *[("--text-drop", v, "must be a fraction in [0, 1)") for v in ("-0.1", "1", "nan")],
            *[("--contrast", v, "must be a fraction in [0, 1]") for v in ("-0.1", "1.5", "nan")],
+           *[("--colour-contrast", v, "must be a fraction in [0, 1]") for v in ("-1", "2")],
            ("--seed", "-1", "greater than or equal to 0"), ("--seed", "one", "valid integer")]
     for option, value, message in bad:
         result = CliRunner().invoke(app, ["train", "mini", "--out", str(out), "--steps",

@@ -86,6 +86,13 @@ def train_mini(
             "(default: the run's own, else 0)"
         ),
     ] = None,
+    colour_contrast: Annotated[
+        float | None,
+        typer.Option(
+            help="fraction of recolor edits followed in the batch by a recolour of the same "
+            "object to another colour (default: the run's own, else 0)"
+        ),
+    ] = None,
     seed: Annotated[
         int | None,
         typer.Option(
@@ -120,6 +127,7 @@ def train_mini(
     _checked(change_weight, check_loss_weight, "--change-weight")
     _checked(text_drop, check_text_drop, "--text-drop")
     _checked(contrast, check_contrast, "--contrast")
+    _checked(colour_contrast, check_contrast, "--colour-contrast")
     if threads:
         torch.set_num_threads(threads)
     held_state = _held_run(out)
@@ -150,6 +158,7 @@ def train_mini(
         "change_weight": change_weight,
         "text_drop": text_drop,
         "contrast": contrast,
+        "colour_contrast": colour_contrast,
         "seed": seed,
     }
     mix = {
@@ -174,7 +183,8 @@ def train_mini(
             f"edit kinds weighted {cfg.kind_weights or 'uniformly'}, t centred at {cfg.t_mean}, "
             f"object tokens weigh {1 + cfg.object_weight}, changed tokens "
             f"{1 + cfg.change_weight}, instructions dropped {cfg.text_drop:.0%}, "
-            f"contrast twins {cfg.contrast:.0%}, seed {cfg.seed}"
+            f"contrast twins {cfg.contrast:.0%}, colour twins {cfg.colour_contrast:.0%}, "
+            f"seed {cfg.seed}"
         )
     if kept:
         typer.echo("kept from the run: " + ", ".join(f"{k} {v}" for k, v in kept.items()))
