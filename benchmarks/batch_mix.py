@@ -1,9 +1,10 @@
 """What a training step's edits are made of: each kind's share of the edits and the share that
 are contrast twins (`train mini --contrast P`), drawn as `train mini` draws them (the same
-`step_streams` and `edit_samples`), for given kind weights and contrast, with and without.
+`step_streams` and `edit_samples`), for given kind weights and contrast, with and without; with
+`--colour-contrast K`, a third column adds colour twins (`train mini --colour-contrast K`).
 
     .venv/bin/python benchmarks/batch_mix.py [--kind-weights recolor=3,...] [--contrast 0.5]
-        [--steps 300]
+        [--colour-contrast 1] [--steps 300]
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ from openkontext.world.sampling import edit_samples
 STANDING = "recolor=3,background=3,grayscale=2,invert=2,remove=2"  # sessions 6-13
 
 
-def mix(steps: int, weights: dict[str, float], contrast: float) -> tuple[Counter, int, int]:
-    """(edits per kind, twins, edits) over the first `steps` steps' batches."""
+def mix(steps: int, weights: dict[str, float], contrast: float,
+        colour_contrast: float = 0.0) -> tuple[Counter, int, int]:
+    """(edits per kind, twins, edits) over the first `steps` steps' batches (twins counted as
+    other-object twins: meaningful without colour twins only)."""
     kinds: Counter = Counter()
     twins = total = 0
     for step in range(steps):
         rng, _ = step_streams(0, step)
         samples = edit_samples(rng, FlowTrainConfig.edit_batch, kind_weights=weights,
-                               contrast=contrast)
+                               contrast=contrast, colour_contrast=colour_contrast)
         kinds.update(s.kind for s in samples)
         # a twin follows its edit: same picture, same kind, another object
         twins += sum(a.source == b.source and a.kind == b.kind and a.edit.cell != b.edit.cell
@@ -38,6 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kind-weights", default=STANDING)
     parser.add_argument("--contrast", type=float, default=0.5)
+    parser.add_argument("--colour-contrast", type=float, default=0.0)
     parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args()
     weights = parse_kind_weights(args.kind_weights)
@@ -46,9 +50,15 @@ def main() -> None:
     print(f"{args.steps} steps of {FlowTrainConfig.edit_batch} edits, kind weights "
           f"{args.kind_weights}; twins are {twins / n1:.1%} of the edits at --contrast "
           f"{args.contrast}")
-    print(f"| kind | share, no twins | share, --contrast {args.contrast} |\n|---|---|---|")
-    for kind in sorted(plain | paired):
-        print(f"| {kind} | {plain[kind] / n0:.1%} | {paired[kind] / n1:.1%} |")
+    columns = [("no twins", plain, n0), (f"--contrast {args.contrast}", paired, n1)]
+    if args.colour_contrast:
+        both, _, n2 = mix(args.steps, weights, args.contrast, args.colour_contrast)
+        columns.append((f"--contrast {args.contrast} --colour-contrast {args.colour_contrast}",
+                        both, n2))
+    print("| kind | " + " | ".join(f"share, {name}" for name, _, _ in columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
+    for kind in sorted(set().union(*(counts for _, counts, _ in columns))):
+        print(f"| {kind} | " + " | ".join(f"{c[kind] / n:.1%}" for _, c, n in columns) + " |")
 
 
 if __name__ == "__main__":
