@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from openkontext.train.transformer import FlowTrainConfig
+from openkontext.train.transformer import held_settings
 
 # FlowTrainConfig fields that decide what a step draws (its edits, noise, t, dropped
 # instructions); the loss weights change what a step learns from them, not what it sees
@@ -40,12 +40,10 @@ def read_log(run: Path) -> tuple[dict[int, dict], dict[int, dict]]:
 
 def draws_differ(run_a: Path, run_b: Path) -> list[str]:
     """The config fields in DRAW_FIELDS on which the two runs' checkpoints disagree."""
-    a, b = (torch.load(run / "flux.pt", map_location="cpu", weights_only=False)["config"]
+    a, b = (held_settings(torch.load(run / "flux.pt", map_location="cpu", weights_only=False,
+                                     mmap=True)["config"])
             for run in (run_a, run_b))
-    # a field newer than a checkpoint is its default there
-    default = {name: getattr(FlowTrainConfig, name) for name in DRAW_FIELDS}
-    return [name for name in DRAW_FIELDS
-            if a.get(name, default[name]) != b.get(name, default[name])]
+    return [name for name in DRAW_FIELDS if a[name] != b[name]]
 
 
 def main() -> None:

@@ -114,6 +114,7 @@ def train_mini(
         FlowTrainConfig,
         check_loss_weight,
         check_text_drop,
+        held_settings,
         train_transformer,
     )
     from openkontext.world.sampling import check_contrast
@@ -149,8 +150,10 @@ def train_mini(
         )
     out.mkdir(parents=True, exist_ok=True)
     _check_run_preset(held_state, out, preset.name)
-    # A resumed run keeps its data mix, t, loss and seed unless told otherwise.
-    held = held_state.get("config", {}) if resume else {}
+    # A resumed run keeps every setting of its own (data mix, t, loss, seed, and those no option
+    # sets, such as the batch sizes a run started from Python may have) unless told otherwise.
+    defaults = held_settings({})
+    settings = held_settings(held_state.get("config", {}) if resume else {})
     given = {
         "kind_weights": weights,
         "t_mean": t_mean,
@@ -161,24 +164,19 @@ def train_mini(
         "colour_contrast": colour_contrast,
         "seed": seed,
     }
-    mix = {
-        name: held.get(name, getattr(FlowTrainConfig, name)) if value is None else value
-        for name, value in given.items()
-    }
-    # Settings with no option here (a run started from Python may have set them) are kept too:
-    # resuming must not change the batch, the optimiser or the in-training eval.
+    settings.update({name: value for name, value in given.items() if value is not None})
     kept = {
-        name: held[name]
-        for name in RESUME_KEEPS
-        if name in held and held[name] != getattr(FlowTrainConfig, name)
+        name: value
+        for name, value in settings.items()
+        if name not in given and value != defaults[name]
     }
     if init_from is not None:
         seed_run_from_export(init_from, out, preset)
     ae = train_autoencoder(preset.ae, out, AETrainConfig(steps=ae_steps, batch_size=16), resume)
     typer.echo(f"autoencoder ready: scale {ae.params.scale_factor} shift {ae.params.shift_factor}")
     preset = dataclasses.replace(preset, ae=ae.params)
-    cfg = FlowTrainConfig(steps=steps, cooldown=cooldown, **mix, **kept)
-    if any(value != getattr(FlowTrainConfig, name) for name, value in mix.items()):
+    cfg = FlowTrainConfig(steps=steps, cooldown=cooldown, **settings)
+    if any(settings[name] != defaults[name] for name in given):
         typer.echo(
             f"edit kinds weighted {cfg.kind_weights or 'uniformly'}, t centred at {cfg.t_mean}, "
             f"object tokens weigh {1 + cfg.object_weight}, changed tokens "
@@ -189,23 +187,6 @@ def train_mini(
     if kept:
         typer.echo("kept from the run: " + ", ".join(f"{k} {v}" for k, v in kept.items()))
     train_transformer(preset, ae, out, cfg, resume)
-
-
-# FlowTrainConfig fields a resume takes from the checkpoint because no option sets them
-# (steps and cooldown are options; bf16 autocast follows the machine, not the run)
-RESUME_KEEPS = (
-    "edit_batch",
-    "generation_batch",
-    "lr",
-    "warmup",
-    "weight_decay",
-    "ema_decay",
-    "t_std",
-    "checkpoint_every",
-    "eval_every",
-    "eval_cases",
-    "eval_steps",
-)
 
 
 def _checked(value, check, option: str):

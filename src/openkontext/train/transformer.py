@@ -79,7 +79,7 @@ class FlowTrainConfig:
     # that differ only by the object word (session 13).
     contrast: float = 0.0
     # This fraction of the recolours come with a twin that recolours the same object to another
-    # colour, so the two answers differ only by the colour word. Where recolours failed in
+    # colour, so the two answers differ only in that object's colour. Where recolours failed in
     # session 16 the named object mostly kept its old colour (docs/mini.md).
     colour_contrast: float = 0.0
     checkpoint_every: int = 200
@@ -97,6 +97,22 @@ class FlowTrainConfig:
         check_text_drop(self.text_drop)
         check_contrast(self.contrast)
         check_contrast(self.colour_contrast)
+
+
+# Settings a checkpoint does not hand on: the length of the schedule is asked for anew, and bf16
+# autocast follows the machine the run goes on, not the one it started on
+NOT_HELD = ("steps", "cooldown", "autocast_bf16")
+
+
+def held_settings(config: dict) -> dict:
+    """The FlowTrainConfig settings a run's checkpoint `config` holds, as keyword arguments for
+    FlowTrainConfig: every field but NOT_HELD, a field newer than the checkpoint at its default
+    (so {} gives the defaults)."""
+    return {
+        f.name: config.get(f.name, f.default)
+        for f in dataclasses.fields(FlowTrainConfig)
+        if f.name not in NOT_HELD
+    }
 
 
 def check_loss_weight(weight: float) -> float:
