@@ -226,8 +226,9 @@ def contrast_edit(sample: EditSample, rng: random.Random,
 def colour_twin(sample: EditSample, rng: random.Random,
                 split: str = "train") -> EditSample | None:
     """A recolour of the same object on the same picture to another colour: "paint the star
-    red" beside "paint the star green", so the two differ only in the colour word and the colour
-    the object takes. None for other kinds, or when no other colour is allowed."""
+    red" beside "colour the star green", so the two ask for different colours of one object and
+    their answers differ only in that object's colour (the phrasing is drawn anew, as for
+    `contrast_edit`). None for other kinds, or when no other colour is allowed."""
     if sample.kind != "recolor":
         return None
     options = [e for e in edit_options(sample.source, "recolor")
