@@ -5,7 +5,8 @@ What follows every `openkontext train mini` run before its weights are shipped: 
 noise seed, and print one table with a column per (model, seed): every edit kind's success,
 median PSNR over all edits beside the identity baseline, generation, preservation, trained and
 held-out phrasings, how many failed edits left the picture as it was (within 0.5 dB of
-returning the input), and whether the floor to ship is met.
+returning the input), how each floor kind's failures split (left as input / only the edited
+part wrong / the rest of the picture damaged too), and whether the floor to ship is met.
 
     .venv/bin/python benchmarks/evaluate_runs.py /work/runs/A /work/runs/B \\
         src/openkontext/embedded --out /tmp/evaluated --seeds 0 1
@@ -68,6 +69,28 @@ def left_as_input(cases: list[dict]) -> tuple[int, int]:
     return len(near), len(failed)
 
 
+DAMAGED_DB = 30.0  # preservation below this: the edit spoilt what it should have kept
+
+
+def failures(cases: list[dict], category: str) -> tuple[int, int, int]:
+    """How a kind's failed single edits split: (left as input, only the edited part wrong, the
+    rest of the picture damaged too: preservation below DAMAGED_DB). cases: a report's "cases"."""
+    split = [0, 0, 0]
+    for c in cases:
+        turn = c["turns"][0]
+        if c["chain"] or c["category"] != category or turn["success"]:
+            continue
+        if turn["identity_psnr"] is not None and abs(turn["psnr"] - turn["identity_psnr"]) < (
+            NEAR_INPUT_DB
+        ):
+            split[0] += 1
+        elif turn["preservation"] is not None and turn["preservation"] < DAMAGED_DB:
+            split[2] += 1
+        else:
+            split[1] += 1
+    return split[0], split[1], split[2]
+
+
 def column(summary: dict, cases: list[dict] | None = None) -> dict[str, str]:
     """One table column from a report summary (and its cases): row name -> cell."""
     cats, splits = summary["categories"], summary["splits"]
@@ -92,6 +115,11 @@ def column(summary: dict, cases: list[dict] | None = None) -> dict[str, str]:
     if cases is not None:
         near, failed = left_as_input(cases)
         cells["failed, left as input"] = f"{near}/{failed}"
+        for kind in FLOOR_KINDS:
+            if kind in cats:
+                cells[f"{kind} failed: input/part/rest"] = "/".join(
+                    str(n) for n in failures(cases, kind)
+                )
     cells["floor met"] = "yes" if floor else "no"
     return cells
 

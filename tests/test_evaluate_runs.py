@@ -51,13 +51,37 @@ def test_the_floor_needs_every_floor_kind_and_the_gain_over_identity():
 
 def test_failed_edits_that_left_the_picture_as_it_was_are_counted():
     def case(psnr, identity, success, chain=False):
-        turn = {"psnr": psnr, "identity_psnr": identity, "success": success}
-        return {"chain": chain, "turns": [turn]}
+        turn = {"psnr": psnr, "identity_psnr": identity, "success": success, "preservation": 40.0}
+        return {"category": "recolor", "chain": chain, "turns": [turn]}
 
     cases = [case(18.3, 18.5, False), case(20.0, 23.0, False), case(30.0, 29.8, True),
              case(18.0, 18.0, False, chain=True), case(20.0, None, False)]  # chain, generation
     assert _module().left_as_input(cases) == (1, 2)
     assert _module().column(_summary(0.7, 28.0, 20.0), cases)["failed, left as input"] == "1/2"
+
+
+def test_a_kinds_failures_split_into_left_as_input_part_wrong_and_rest_damaged():
+    def case(category, psnr, identity, preservation, chain=False):
+        turn = {"psnr": psnr, "identity_psnr": identity, "preservation": preservation,
+                "success": psnr >= 25.0}
+        return {"category": category, "chain": chain, "turns": [turn]}
+
+    cases = [
+        case("recolor", 21.0, 21.2, 45.0),  # within 0.5 dB of the input
+        case("recolor", 22.0, 20.0, 36.0),  # kept the rest, got the object wrong
+        case("recolor", 22.0, 20.0, 24.0),  # damaged the rest too
+        case("recolor", 21.0, 20.0, 29.9),
+        case("recolor", 31.0, 20.0, 40.0),  # a success is no failure
+        case("remove", 18.0, 18.1, 50.0),  # another kind
+        case("recolor", 18.0, 18.0, 20.0, chain=True),  # chains are left out
+    ]
+    module = _module()
+    assert module.failures(cases, "recolor") == (1, 1, 2)
+    assert module.failures(cases, "remove") == (1, 0, 0)
+    assert module.failures(cases, "invert") == (0, 0, 0)
+    cells = module.column(_summary(0.7, 28.0, 20.0), cases)
+    assert cells["recolor failed: input/part/rest"] == "1/1/2"
+    assert cells["remove failed: input/part/rest"] == "1/0/0"
 
 
 def test_the_script_scores_an_export_and_a_run_folder_side_by_side(tmp_path):
@@ -83,6 +107,8 @@ def test_the_script_scores_an_export_and_a_run_folder_side_by_side(tmp_path):
     assert not (tmp_path / "out" / "rand" / "mini.json").exists()  # the export used as it is
     assert any(line.split()[:2] == ["floor", "met"] and line.split()[-1] == "no"
                for line in lines)
+    split = next(line.split() for line in lines if line.startswith("recolor failed:"))
+    assert len(split) == 5 and all(len(cell.split("/")) == 3 for cell in split[3:])
     report = json.loads((tmp_path / "out" / "rand" / "suite_seed0.json").read_text())
     assert report["settings"]["dataset"] == "suite:shapes:1"
     assert report["summary"]["categories"][ALL_EDITS]["count"] == 2 * len(KINDS)
