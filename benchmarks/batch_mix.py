@@ -20,21 +20,27 @@ STANDING = "recolor=3,background=3,grayscale=2,invert=2,remove=2"  # sessions 6-
 
 
 def mix(steps: int, weights: dict[str, float], contrast: float,
-        colour_contrast: float = 0.0) -> tuple[Counter, int, int]:
-    """(edits per kind, twins, edits) over the first `steps` steps' batches (twins counted as
-    other-object twins: meaningful without colour twins only)."""
+        colour_contrast: float = 0.0) -> tuple[Counter, int, int, int]:
+    """(edits per kind, other-object twins, colour twins, edits) over the first `steps` steps'
+    batches. A twin follows the edit it was made from: the same picture and kind, another
+    object (a contrast twin) or the same object (a colour twin, a recolour)."""
     kinds: Counter = Counter()
-    twins = total = 0
+    twins = colour_twins = total = 0
     for step in range(steps):
         rng, _ = step_streams(0, step)
         samples = edit_samples(rng, FlowTrainConfig.edit_batch, kind_weights=weights,
                                contrast=contrast, colour_contrast=colour_contrast)
         kinds.update(s.kind for s in samples)
-        # a twin follows its edit: same picture, same kind, another object
-        twins += sum(a.source == b.source and a.kind == b.kind and a.edit.cell != b.edit.cell
-                     for a, b in zip(samples, samples[1:], strict=False))
+        head = None  # the last edit drawn on its own, which the twins after it copy
+        for s in samples:
+            if head is not None and s.source == head.source and s.kind == head.kind:
+                same_object = s.edit.cell == head.edit.cell
+                colour_twins += same_object
+                twins += not same_object
+            else:
+                head = s
         total += len(samples)
-    return kinds, twins, total
+    return kinds, twins, colour_twins, total
 
 
 def main() -> None:
@@ -45,14 +51,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args()
     weights = parse_kind_weights(args.kind_weights)
-    plain, _, n0 = mix(args.steps, weights, 0.0)
-    paired, twins, n1 = mix(args.steps, weights, args.contrast)
+    plain, _, _, n0 = mix(args.steps, weights, 0.0)
+    paired, twins, _, n1 = mix(args.steps, weights, args.contrast)
     print(f"{args.steps} steps of {FlowTrainConfig.edit_batch} edits, kind weights "
           f"{args.kind_weights}; twins are {twins / n1:.1%} of the edits at --contrast "
           f"{args.contrast}")
     columns = [("no twins", plain, n0), (f"--contrast {args.contrast}", paired, n1)]
     if args.colour_contrast:
-        both, _, n2 = mix(args.steps, weights, args.contrast, args.colour_contrast)
+        both, twins2, colour, n2 = mix(args.steps, weights, args.contrast, args.colour_contrast)
+        print(f"with --colour-contrast {args.colour_contrast} too: other-object twins "
+              f"{twins2 / n2:.1%}, colour twins {colour / n2:.1%} of the edits")
         columns.append((f"--contrast {args.contrast} --colour-contrast {args.colour_contrast}",
                         both, n2))
     print("| kind | " + " | ".join(f"share, {name}" for name, _, _ in columns) + " |")

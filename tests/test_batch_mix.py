@@ -28,6 +28,11 @@ def test_colour_twins_add_recolours_and_contrast_alone_matches_the_two_columns()
         assert all(abs(sum(v[i] for v in table.values()) - 100) < 0.6 for i in range(columns))
     # a colour twin is a recolour: recolours gain share
     assert after["recolor"][2] > after["recolor"][1] + 3
+    # the two kinds of twin are counted apart: a colour twin is not taken for another object's
+    other, colour = map(float, re.search(
+        r"other-object twins ([\d.]+)%, colour twins ([\d.]+)%", three.stdout).groups())
+    alone = float(re.search(r"twins are ([\d.]+)%", two.stdout).group(1))
+    assert 3 < colour < after["recolor"][2] and abs(other - alone) < 8
     bad = subprocess.run([*command, "--colour-contrast", "2"], capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode != 0 and "must be a fraction in [0, 1]" in bad.stderr
