@@ -65,8 +65,13 @@ def left_as_input(cases: list[dict]) -> tuple[int, int]:
         and c["turns"][0]["identity_psnr"] is not None
         and not c["turns"][0]["success"]
     ]
-    near = [t for t in failed if abs(t["psnr"] - t["identity_psnr"]) < NEAR_INPUT_DB]
-    return len(near), len(failed)
+    return sum(map(_near_input, failed)), len(failed)
+
+
+def _near_input(turn: dict) -> bool:
+    """Whether a turn scored within NEAR_INPUT_DB of returning its input."""
+    identity = turn["identity_psnr"]
+    return identity is not None and abs(turn["psnr"] - identity) < NEAR_INPUT_DB
 
 
 DAMAGED_DB = 30.0  # preservation below this: the edit spoilt what it should have kept
@@ -80,9 +85,7 @@ def failures(cases: list[dict], category: str) -> tuple[int, int, int]:
         turn = c["turns"][0]
         if c["chain"] or c["category"] != category or turn["success"]:
             continue
-        if turn["identity_psnr"] is not None and abs(turn["psnr"] - turn["identity_psnr"]) < (
-            NEAR_INPUT_DB
-        ):
+        if _near_input(turn):
             split[0] += 1
         elif turn["preservation"] is not None and turn["preservation"] < DAMAGED_DB:
             split[2] += 1
