@@ -22,25 +22,18 @@ STANDING = "recolor=3,background=3,grayscale=2,invert=2,remove=2"  # sessions 6-
 def mix(steps: int, weights: dict[str, float], contrast: float,
         colour_contrast: float = 0.0) -> tuple[Counter, int, int, int]:
     """(edits per kind, other-object twins, colour twins, edits) over the first `steps` steps'
-    batches. A twin follows the edit it was made from: the same picture and kind, another
-    object (a contrast twin) or the same object (a colour twin, a recolour)."""
+    batches (EditSample.twin names each twin's kind)."""
     kinds: Counter = Counter()
-    twins = colour_twins = total = 0
+    twins: Counter = Counter()
+    total = 0
     for step in range(steps):
         rng, _ = step_streams(0, step)
         samples = edit_samples(rng, FlowTrainConfig.edit_batch, kind_weights=weights,
                                contrast=contrast, colour_contrast=colour_contrast)
         kinds.update(s.kind for s in samples)
-        head = None  # the last edit drawn on its own, which the twins after it copy
-        for s in samples:
-            if head is not None and s.source == head.source and s.kind == head.kind:
-                same_object = s.edit.cell == head.edit.cell
-                colour_twins += same_object
-                twins += not same_object
-            else:
-                head = s
+        twins.update(s.twin for s in samples)
         total += len(samples)
-    return kinds, twins, colour_twins, total
+    return kinds, twins["object"], twins["colour"], total
 
 
 def main() -> None:

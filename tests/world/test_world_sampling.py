@@ -248,6 +248,15 @@ def test_colour_contrast_puts_colour_twins_after_recolours_and_zero_changes_noth
     both = edit_batch(random.Random(3), 96, 16, kind_weights=weights, contrast=1.0,
                       colour_contrast=1.0)
     assert len(both.samples) == 96 and colour_pairs(both.samples, 2) >= 6
+    # each twin is tagged with its kind: the same picture and kind as the last edit drawn on its
+    # own, another object ("object") or the same one ("colour")
+    for i, sample in enumerate(both.samples):
+        if sample.twin:
+            head = next(h for h in reversed(both.samples[:i]) if not h.twin)
+            assert sample.source == head.source and sample.kind == head.kind
+            assert (sample.edit.cell == head.edit.cell) == (sample.twin == "colour")
+    assert {s.twin for s in both.samples} == {"", "object", "colour"}
+    assert {s.twin for s in plain.samples} == {"", "object"}
     for bad in (-0.1, 1.5, float("nan")):
         with pytest.raises(ValueError, match="must be a fraction in \\[0, 1\\]"):
             edit_batch(random.Random(3), 4, 32, colour_contrast=bad)

@@ -12,6 +12,7 @@ name colours that exist in the picture. Every turn's source is the previous turn
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 
@@ -49,6 +50,9 @@ class EditSample:
     instruction: str
     target: Target
     phrasing_split: str  # "train" | "heldout": the split of the phrasing used
+    # "" for an edit drawn on its own; in `edit_samples`, "object" for a `contrast_edit` twin and
+    # "colour" for a `colour_twin` of the last edit drawn on its own before it
+    twin: str = ""
 
     @property
     def kind(self) -> str:
@@ -259,11 +263,12 @@ def edit_samples(rng: random.Random, count: int, kinds=None, split: str = "train
     while len(samples) < count:
         sample = sample_edit(rng, kinds, split, kind_weights=kind_weights)
         samples.append(sample)
-        for rate, make_twin in ((contrast, contrast_edit), (colour_contrast, colour_twin)):
+        for name, rate, make_twin in (("object", contrast, contrast_edit),
+                                      ("colour", colour_contrast, colour_twin)):
             if rate and len(samples) < count and rng.random() < rate:
                 twin = make_twin(sample, rng, split)
                 if twin is not None:
-                    samples.append(twin)
+                    samples.append(dataclasses.replace(twin, twin=name))
     return samples
 
 
