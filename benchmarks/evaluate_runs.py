@@ -55,23 +55,28 @@ def exported(source: Path, out: Path) -> Path:
 NEAR_INPUT_DB = 0.5  # a failed edit scoring this close to returning its input left it as it was
 
 
-def left_as_input(cases: list[dict]) -> tuple[int, int]:
-    """(failed single edits that scored within NEAR_INPUT_DB of the identity baseline, failed
-    single edits): how much of the failure is not editing at all. cases: a report's "cases"."""
-    failed = [
-        c["turns"][0]
+def failed_edits(cases: list[dict]) -> list[dict]:
+    """The first (only) turn of every failed single edit (chains and generations left out).
+    cases: a report's "cases"."""
+    return [
+        c["turns"][0] | {"category": c["category"]}
         for c in cases
         if not c["chain"]
         and c["turns"][0]["identity_psnr"] is not None
         and not c["turns"][0]["success"]
     ]
-    return sum(map(_near_input, failed)), len(failed)
 
 
 def _near_input(turn: dict) -> bool:
     """Whether a turn scored within NEAR_INPUT_DB of returning its input."""
-    identity = turn["identity_psnr"]
-    return identity is not None and abs(turn["psnr"] - identity) < NEAR_INPUT_DB
+    return abs(turn["psnr"] - turn["identity_psnr"]) < NEAR_INPUT_DB
+
+
+def left_as_input(cases: list[dict]) -> tuple[int, int]:
+    """(failed single edits that scored within NEAR_INPUT_DB of the identity baseline, failed
+    single edits): how much of the failure is not editing at all. cases: a report's "cases"."""
+    failed = failed_edits(cases)
+    return sum(map(_near_input, failed)), len(failed)
 
 
 DAMAGED_DB = 30.0  # preservation below this: the edit spoilt what it should have kept
@@ -80,18 +85,11 @@ DAMAGED_DB = 30.0  # preservation below this: the edit spoilt what it should hav
 def failures(cases: list[dict], category: str) -> tuple[int, int, int]:
     """How a kind's failed single edits split: (left as input, only the edited part wrong, the
     rest of the picture damaged too: preservation below DAMAGED_DB). cases: a report's "cases"."""
-    split = [0, 0, 0]
-    for c in cases:
-        turn = c["turns"][0]
-        if c["chain"] or c["category"] != category or turn["success"]:
-            continue
-        if _near_input(turn):
-            split[0] += 1
-        elif turn["preservation"] is not None and turn["preservation"] < DAMAGED_DB:
-            split[2] += 1
-        else:
-            split[1] += 1
-    return split[0], split[1], split[2]
+    failed = [t for t in failed_edits(cases) if t["category"] == category]
+    near = [t for t in failed if _near_input(t)]
+    damaged = [t for t in failed if not _near_input(t)
+               and t["preservation"] is not None and t["preservation"] < DAMAGED_DB]
+    return len(near), len(failed) - len(near) - len(damaged), len(damaged)
 
 
 def column(summary: dict, cases: list[dict] | None = None) -> dict[str, str]:
