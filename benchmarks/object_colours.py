@@ -5,9 +5,14 @@ layout check does), split into the objects the edit changed and those it left al
 For recolor it also says what became of the object that was to be recoloured: the asked colour,
 still its old colour, or some third colour. This separates "which object" errors (untouched
 objects recoloured) from "which colour" errors (the right object, the wrong colour). Filters
-are left out: they move every colour. Raw model output, no paste-back.
+are left out: they move every colour. Of the untouched objects a recolour gets wrong it says how
+many took the asked colour (the edit landed on them), how many share the named object's shape or
+old colour (what the words may have been read as) or sit in a cell next to it, beside the same
+shares over all untouched objects, and how often the named object took the asked colour too.
+Raw model output, no paste-back.
 
     .venv/bin/python benchmarks/object_colours.py [--weights DIR] [--cases 64] [--steps 16]
+        [--kinds recolor,remove,...]
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from openkontext.weights import load_model
 from openkontext.world.edits import KINDS
 from openkontext.world.layout import nearest_colours, region_map
 from openkontext.world.sampling import edit_batch
-from openkontext.world.scene import COLORS, FILTERS
+from openkontext.world.scene import COLORS, FILTERS, cell_row_col
 
 COLOR_NAMES = list(COLORS)
 
@@ -66,7 +71,37 @@ def _tally(kind: str, samples, pixels: np.ndarray, size: int) -> Counter:
                 old = next(o.color for o in sample.source.objects if o.cell == obj.cell)
                 verdict = "asked" if colour == obj.color else "old" if colour == old else "other"
                 tally["recolor", verdict] += 1
+        if kind == "recolor":
+            _tally_bystanders(tally, sample, objects, got)
     return tally
+
+
+def _tally_bystanders(tally: Counter, sample, objects, got: list[str | None]) -> None:
+    """For the untouched objects of a recolour, ("all", trait) over every judged one and
+    ("wrong", trait) over those in a wrong colour. Traits: "count"; "asked colour" (it took the
+    colour the named object was to get); "same shape" and "same old colour" (as the named
+    object's, what the words may have been read as); "next cell" (one of the eight cells around
+    the named object's); "named asked" (the named object came out
+    in the asked colour too, so the edit landed on both)."""
+    before = set(sample.source.objects)
+    named_index = next(i for i, o in enumerate(objects) if o not in before)
+    named = objects[named_index]
+    old = next(o for o in sample.source.objects if o.cell == named.cell)
+    for obj, colour in zip(objects, got, strict=True):
+        if obj is named or colour is None:
+            continue
+        for group in ("all", "wrong") if colour != obj.color else ("all",):
+            tally[group, "count"] += 1
+            tally[group, "asked colour"] += colour == named.color
+            tally[group, "same shape"] += obj.shape == named.shape
+            tally[group, "same old colour"] += obj.color == old.color
+            tally[group, "next cell"] += _next_to(obj.cell, named.cell)
+            tally[group, "named asked"] += got[named_index] == named.color
+
+
+def _next_to(a: str, b: str) -> bool:
+    (ra, ca), (rb, cb) = cell_row_col(a), cell_row_col(b)
+    return max(abs(ra - rb), abs(ca - cb)) == 1
 
 
 def main() -> None:
@@ -75,16 +110,21 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=64, help="edits per kind")
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--kinds", default=",".join(k for k in KINDS if k not in FILTERS),
+                        help="comma-separated edit kinds to judge (filters have no objects)")
     args = parser.parse_args()
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in KINDS or k in FILTERS]
+    if bad or not kinds:
+        parser.error(f"--kinds: {', '.join(bad) or 'none given'}: give edit kinds with objects, "
+                     f"from {', '.join(k for k in KINDS if k not in FILTERS)}")
     model = load_model(args.weights)
     print(f"objects in their target colour, {args.cases} edits a kind, {args.steps} steps; "
           "in brackets the same judged on the autoencoder's round trip of the target")
     print("| kind | untouched objects | edited objects |")
     print("|---|---|---|")
     recolor = None
-    for kind in KINDS:
-        if kind in FILTERS:
-            continue
+    for kind in kinds:
         t, c = judge(model, kind, args.cases, args.steps, args.seed)
         cells = []
         for role in ("untouched", "edited"):
@@ -99,6 +139,15 @@ def main() -> None:
         n = sum(recolor["recolor", v] for v in verdicts)
         shares = ", ".join(f"{v} {recolor['recolor', v] / n:.0%}" for v in verdicts)
         print(f"\nthe object to recolour came out in: {shares} (of {n})")
+        print("\nuntouched objects of a recolour (shape and old colour: as the named object's; "
+              "named asked: the named object in the asked colour too)")
+        print("| | count | asked colour | same shape | same old colour | next cell | named asked |")
+        print("|---|---|---|---|---|---|---|")
+        for group, label in (("wrong", "in a wrong colour"), ("all", "all")):
+            n = recolor[group, "count"]
+            traits = ("asked colour", "same shape", "same old colour", "next cell", "named asked")
+            cells = " | ".join(f"{recolor[group, v] / n:.0%}" if n else "n/a" for v in traits)
+            print(f"| {label} | {n} | {cells} |")
 
 
 if __name__ == "__main__":
