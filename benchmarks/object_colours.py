@@ -81,8 +81,8 @@ def _tally_bystanders(tally: Counter, sample, objects, got: list[str | None]) ->
     ("wrong", trait) over those in a wrong colour. Traits: "count"; "asked colour" (it took the
     colour the named object was to get); "same shape" and "same old colour" (as the named
     object's, what the words may have been read as); "next cell" (one of the eight cells around
-    the named object's); "named asked" (the named object came out
-    in the asked colour too, so the edit landed on both)."""
+    the named object's); "named asked" (the named object came out in the asked colour too, so
+    the edit landed on both)."""
     before = set(sample.source.objects)
     named_index = next(i for i, o in enumerate(objects) if o not in before)
     named = objects[named_index]
