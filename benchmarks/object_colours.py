@@ -45,8 +45,8 @@ def majority_colours(output: np.ndarray, regions: np.ndarray, count: int) -> lis
 
 
 def judge(model, kind: str, cases: int, steps: int, seed: int) -> tuple[Counter, Counter]:
-    """Tallies by (role, "total"/"right") and, for recolor, ("recolor", verdict): of the model's
-    outputs, and of the autoencoder's round trips of the same targets."""
+    """Tallies by (role, "total"/"right") and, for recolor, those of `_tally_recolour`: of the
+    model's outputs, and of the autoencoder's round trips of the same targets."""
     size = model.preset.native_size
     batch = edit_batch(random.Random(f"{seed}:{kind}"), cases, size, kinds=[kind])
     outputs = run_tensors(model, batch.instructions, list(range(cases)), size, size, steps,
@@ -67,26 +67,25 @@ def _tally(kind: str, samples, pixels: np.ndarray, size: int) -> Counter:
             role = "untouched" if obj in before else "edited"
             tally[role, "total"] += 1
             tally[role, "right"] += colour == obj.color
-            if kind == "recolor" and role == "edited":
-                old = next(o.color for o in sample.source.objects if o.cell == obj.cell)
-                verdict = "asked" if colour == obj.color else "old" if colour == old else "other"
-                tally["recolor", verdict] += 1
         if kind == "recolor":
-            _tally_bystanders(tally, sample, objects, got)
+            _tally_recolour(tally, sample, objects, got, before)
     return tally
 
 
-def _tally_bystanders(tally: Counter, sample, objects, got: list[str | None]) -> None:
-    """For the untouched objects of a recolour, ("all", trait) over every judged one and
-    ("wrong", trait) over those in a wrong colour. Traits: "count"; "asked colour" (it took the
-    colour the named object was to get); "same shape" and "same old colour" (as the named
-    object's, what the words may have been read as); "next cell" (one of the eight cells around
-    the named object's); "named asked" (the named object came out in the asked colour too, so
-    the edit landed on both)."""
-    before = set(sample.source.objects)
-    named_index = next(i for i, o in enumerate(objects) if o not in before)
-    named = objects[named_index]
-    old = next(o for o in sample.source.objects if o.cell == named.cell)
+def _tally_recolour(tally: Counter, sample, objects, got: list[str | None], before: set) -> None:
+    """("recolor", verdict): the named object came out in the asked colour, its old one or
+    another. Then, for the untouched objects, ("all", trait) over every judged one and ("wrong",
+    trait) over those in a wrong colour. Traits: "count"; "asked colour" (it took the colour the
+    named object was to get); "same shape" and "same old colour" (as the named object's, what
+    the words may have been read as); "next cell" (one of the eight cells around the named
+    object's); "named asked" (the named object came out in the asked colour too, so the edit
+    landed on both)."""
+    index = next(i for i, o in enumerate(objects) if o not in before)
+    named, named_got = objects[index], got[index]
+    old = sample.source.at(named.cell).color
+    if named_got is not None:
+        verdict = "asked" if named_got == named.color else "old" if named_got == old else "other"
+        tally["recolor", verdict] += 1
     for obj, colour in zip(objects, got, strict=True):
         if obj is named or colour is None:
             continue
@@ -94,9 +93,9 @@ def _tally_bystanders(tally: Counter, sample, objects, got: list[str | None]) ->
             tally[group, "count"] += 1
             tally[group, "asked colour"] += colour == named.color
             tally[group, "same shape"] += obj.shape == named.shape
-            tally[group, "same old colour"] += obj.color == old.color
+            tally[group, "same old colour"] += obj.color == old
             tally[group, "next cell"] += _next_to(obj.cell, named.cell)
-            tally[group, "named asked"] += got[named_index] == named.color
+            tally[group, "named asked"] += named_got == named.color
 
 
 def _next_to(a: str, b: str) -> bool:

@@ -22,6 +22,11 @@ def recolours(count: int = 24):
     return samples, render_targets([s.target for s in samples], SIZE)
 
 
+def named_of(sample):
+    """The object a recolour names, as the target holds it (its new colour)."""
+    return next(o for o in sample.target.scene.objects if o not in set(sample.source.objects))
+
+
 def test_the_targets_themselves_score_every_object_right():
     samples, pixels = recolours()
     tally = object_colours._tally("recolor", samples, pixels, SIZE)
@@ -34,9 +39,6 @@ def test_the_targets_themselves_score_every_object_right():
 
 def test_an_untouched_object_painted_the_asked_colour_counts_as_a_bystander():
     samples, pixels = recolours()
-    def named_of(sample):
-        return next(o for o in sample.target.scene.objects if o not in set(sample.source.objects))
-
     # a picture with an untouched object whose colour is not the asked one
     i, j = next((i, j) for i, s in enumerate(samples)
                 for j, o in enumerate(s.target.scene.objects) if o.color != named_of(s).color)
@@ -49,8 +51,7 @@ def test_an_untouched_object_painted_the_asked_colour_counts_as_a_bystander():
     assert tally["wrong", "count"] == 1 and tally["wrong", "asked colour"] == 1
     assert tally["wrong", "named asked"] == 1  # the edit landed on both
     assert tally["wrong", "same shape"] == (other.shape == named.shape)
-    old = next(o for o in sample.source.objects if o.cell == named.cell)
-    assert tally["wrong", "same old colour"] == (other.color == old.color)
+    assert tally["wrong", "same old colour"] == (other.color == sample.source.at(named.cell).color)
     assert tally["wrong", "next cell"] == object_colours._next_to(other.cell, named.cell)
     assert tally["all", "count"] == tally["untouched", "total"]
 
