@@ -512,6 +512,36 @@ def test_changed_tokens_weigh_more_in_edits_and_not_in_generations(run):
     assert Stepper(preset, ae, FlowTrainConfig()).token_weight(plain, plain, changed) is None
 
 
+def test_weighted_kinds_limit_token_weights_to_the_samples_of_those_kinds(run):
+    """With weighted_kinds ['recolor'] a recolour's changed and object tokens weigh more, a
+    remove's and a generation's weigh 1 each; unknown or no kinds are refused."""
+    from openkontext.train.transformer import Stepper, check_weighted_kinds
+
+    _, ae, _ = run
+    preset = get_preset("mini")
+    size, patch = preset.native_size, preset.latent_multiple
+    target = torch.full((2, 3, size, size), -1.0)  # plain background...
+    inside = slice(2 * patch + 2, 3 * patch - 2)  # object_mask's one-pixel border stays inside
+    target[:, :, inside, inside] = 1.0  # ...and one white object in token (2, 2)
+    changed = torch.zeros(2, size, size, dtype=torch.bool)
+    changed[:, :patch, :patch] = True  # the first token changed
+    cfg = FlowTrainConfig(change_weight=3.0, object_weight=1.0, weighted_kinds=["recolor"])
+    stepper = Stepper(preset, ae, cfg)
+    weight = stepper.token_weight(target, target, changed, ["recolor", "remove"])
+    assert weight[0, 0].item() == 4.0 and weight[0, 2 * size // patch + 2].item() == 2.0
+    assert weight[0].sum().item() == weight.shape[1] + 3.0 + 1.0
+    assert weight[1].eq(1.0).all()  # a remove
+    assert stepper.token_weight(target, target, changed, ["remove", "remove"]) is None
+    assert stepper.token_weight(target, None, None, None) is None  # generations
+    assert check_weighted_kinds(["recolor", "remove", "recolor"]) == ["recolor", "remove"]
+    with pytest.raises(ValueError, match="unknown edit kind 'recolour'"):
+        check_weighted_kinds(["recolour"])
+    with pytest.raises(ValueError, match="at least one"):
+        check_weighted_kinds([])
+    with pytest.raises(ValueError, match="unknown edit kind"):
+        FlowTrainConfig(weighted_kinds=["paint"])
+
+
 def test_dropped_texts_come_from_their_own_stream_at_the_asked_rate():
     from openkontext.train.transformer import drop_texts
 

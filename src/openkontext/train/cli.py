@@ -71,6 +71,14 @@ def train_mini(
             "(default: the run's own, else 0)"
         ),
     ] = None,
+    weighted_kinds: Annotated[
+        str | None,
+        typer.Option(
+            help="the edit kinds, comma-separated (e.g. 'recolor'), whose samples "
+            "--object-weight and --change-weight act on (default: the run's own, else every "
+            "edit and, for --object-weight, the generations)"
+        ),
+    ] = None,
     text_drop: Annotated[
         float | None,
         typer.Option(
@@ -126,6 +134,7 @@ def train_mini(
     weights = _checked(kind_weights, parse_kind_weights, "--kind-weights")
     _checked(object_weight, check_loss_weight, "--object-weight")
     _checked(change_weight, check_loss_weight, "--change-weight")
+    kinds_weighted = _checked(weighted_kinds, parse_kinds, "--weighted-kinds")
     _checked(text_drop, check_text_drop, "--text-drop")
     _checked(contrast, check_contrast, "--contrast")
     _checked(colour_contrast, check_contrast, "--colour-contrast")
@@ -159,6 +168,7 @@ def train_mini(
         "t_mean": t_mean,
         "object_weight": object_weight,
         "change_weight": change_weight,
+        "weighted_kinds": kinds_weighted,
         "text_drop": text_drop,
         "contrast": contrast,
         "colour_contrast": colour_contrast,
@@ -180,7 +190,8 @@ def train_mini(
         typer.echo(
             f"edit kinds weighted {cfg.kind_weights or 'uniformly'}, t centred at {cfg.t_mean}, "
             f"object tokens weigh {1 + cfg.object_weight}, changed tokens "
-            f"{1 + cfg.change_weight}, instructions dropped {cfg.text_drop:.0%}, "
+            f"{1 + cfg.change_weight} (both in {', '.join(cfg.weighted_kinds or ['every kind'])}), "
+            f"instructions dropped {cfg.text_drop:.0%}, "
             f"contrast twins {cfg.contrast:.0%}, colour twins {cfg.colour_contrast:.0%}, "
             f"seed {cfg.seed}"
         )
@@ -213,6 +224,13 @@ def parse_kind_weights(text: str) -> dict[str, float]:
         except ValueError:
             raise ValueError(f"the weight of {kind.strip()!r} is not a number: {value!r}") from None
     return check_kind_weights(weights)
+
+
+def parse_kinds(text: str) -> list[str]:
+    """'recolor, remove' -> ['recolor', 'remove'], checked."""
+    from openkontext.train.transformer import check_weighted_kinds
+
+    return check_weighted_kinds([k.strip() for k in text.split(",") if k.strip()])
 
 
 def _export_preset_name(folder: Path) -> str:

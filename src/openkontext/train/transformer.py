@@ -26,6 +26,7 @@ from openkontext.packing import References, image_ids, pack, text_ids
 from openkontext.pipeline import LoadedModel, run_tensors
 from openkontext.train.autoencoder import object_mask, psnr
 from openkontext.train.common import EMA, JsonlLog, atomic_torch_save, native_bf16, progress_bar
+from openkontext.world.edits import KINDS
 from openkontext.world.sampling import (
     check_contrast,
     check_kind_weights,
@@ -68,6 +69,11 @@ class FlowTrainConfig:
     # so in a plain mean the words' one effect is nearly invisible next to copying the reference
     # (docs/mini.md, session 9). Generations have no source and are not weighted by it.
     change_weight: float = 0.0
+    # The edit kinds whose samples object_weight and change_weight act on; None: every edit
+    # (and the generations, for object_weight). Recolours are the floor's last miss: the model
+    # paints the asked colour on another object (docs/mini.md, session 18), and weighting every
+    # kind's changed tokens (sessions 9-10) cost the other kinds what they had learnt to copy.
+    weighted_kinds: list[str] | None = None
     # Each sample's instruction or description is replaced by "" with this probability, so the
     # model also learns the unconditional velocity that classifier-free guidance needs
     # (`guidance` > 1 on a model without a guidance embedding; docs/mini.md, session 8).
@@ -94,6 +100,7 @@ class FlowTrainConfig:
         check_kind_weights(self.kind_weights)
         check_loss_weight(self.object_weight)
         check_loss_weight(self.change_weight)
+        check_weighted_kinds(self.weighted_kinds)
         check_text_drop(self.text_drop)
         check_contrast(self.contrast)
         check_contrast(self.colour_contrast)
@@ -119,6 +126,18 @@ def check_loss_weight(weight: float) -> float:
     if not (math.isfinite(weight) and weight >= 0):
         raise ValueError(f"must be a finite number >= 0, got {weight}")
     return weight
+
+
+def check_weighted_kinds(kinds: list[str] | None) -> list[str] | None:
+    """None, or a non-empty list of known edit kinds (as a new list, duplicates dropped)."""
+    if kinds is None:
+        return None
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise ValueError(f"unknown edit kind {unknown[0]!r}; expected one of: {', '.join(KINDS)}")
+    if not kinds:
+        raise ValueError("name at least one edit kind")
+    return list(dict.fromkeys(kinds))
 
 
 def check_text_drop(rate: float) -> float:
@@ -172,10 +191,12 @@ class Stepper:
         source: torch.Tensor | None,
         gen: torch.Generator,
         changed: torch.Tensor | None = None,
+        kinds: list[str] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-sample losses (B,) to train on (object and changed tokens weighted, see
-        `object_weight` and `change_weight`; `changed` is the edits' (B, H, W) change mask),
-        the same unweighted (B,) and their t (B,) for one sub-batch."""
+        `object_weight` and `change_weight`; `changed` is the edits' (B, H, W) change mask and
+        `kinds` their kinds, None for generations), the same unweighted (B,) and their t (B,)
+        for one sub-batch."""
         # The frozen encoder runs in bf16 too where that is fast, and the latents' rounding error
         # (~0.4%) is far below the noise the flow adds.
         with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=self.cfg.autocast_bf16):
@@ -199,19 +220,31 @@ class Stepper:
                 img=x, img_ids=ids, txt=txt, txt_ids=text_ids(b, txt.shape[1]), timesteps=t, y=vec
             )
         plain = flow.flow_loss(pred[:, :n], data, noise)
-        weight = self.token_weight(target, source, changed)
+        weight = self.token_weight(target, source, changed, kinds)
         if weight is None:
             return plain, plain, t
         return flow.flow_loss(pred[:, :n], data, noise, weight), plain, t
 
     def token_weight(
-        self, target: torch.Tensor, source: torch.Tensor | None, changed: torch.Tensor | None
+        self,
+        target: torch.Tensor,
+        source: torch.Tensor | None,
+        changed: torch.Tensor | None,
+        kinds: list[str] | None = None,
     ) -> torch.Tensor | None:
-        """(B, N) loss weight of each token, or None when every token weighs the same."""
+        """(B, N) loss weight of each token, or None when every token weighs the same (`kinds`
+        as for `loss`: samples of a kind outside `weighted_kinds` weigh each token 1)."""
         cfg, patch = self.cfg, self.preset.latent_multiple  # a token's side in pixels
         use_changed = cfg.change_weight and changed is not None
         if not (cfg.object_weight or use_changed):
             return None
+        weighted = None  # every sample
+        if cfg.weighted_kinds is not None:
+            if kinds is None:  # generations
+                return None
+            weighted = torch.tensor([kind in cfg.weighted_kinds for kind in kinds])
+            if not weighted.any():
+                return None
         tokens = (target.shape[-2] // patch) * (target.shape[-1] // patch)
         weight = torch.ones(target.shape[0], tokens)
         if cfg.object_weight:
@@ -219,6 +252,8 @@ class Stepper:
             weight = weight + cfg.object_weight * object_tokens(images, patch)
         if use_changed:
             weight = weight + cfg.change_weight * token_mask(changed, patch)
+        if weighted is not None:
+            weight = torch.where(weighted[:, None], weight, 1.0)
         return weight
 
     def train_step(self, rng: random.Random, gen: torch.Generator) -> dict:
@@ -235,7 +270,9 @@ class Stepper:
         # its own stream, so a run with and one without draw the same batches, noise and t
         drop = random.Random(f"{cfg.seed}:text-drop:{self.step}")
         prompts = drop_texts(edits.instructions, cfg.text_drop, drop)
-        losses, plain, ts = self.loss(edits.target, prompts, edits.source, gen, edits.mask)
+        losses, plain, ts = self.loss(
+            edits.target, prompts, edits.source, gen, edits.mask, edits.kinds
+        )
         by_kind: dict[str, list[float]] = {}
         for kind, value in zip(edits.kinds, plain.tolist(), strict=True):
             by_kind.setdefault(kind, []).append(value)
