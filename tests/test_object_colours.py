@@ -53,7 +53,28 @@ def test_an_untouched_object_painted_the_asked_colour_counts_as_a_bystander():
     assert tally["wrong", "same shape"] == (other.shape == named.shape)
     assert tally["wrong", "same old colour"] == (other.color == sample.source.at(named.cell).color)
     assert tally["wrong", "next cell"] == object_colours._next_to(other.cell, named.cell)
+    sizes = object_colours.SIZES
+    assert tally["wrong", "larger"] == (sizes[other.size] > sizes[named.size])
+    assert tally["wrong", "same size"] == (other.size == named.size)
+    cells = object_colours.CELLS
+    assert tally["wrong", "read first"] == (cells.index(other.cell) < cells.index(named.cell))
+    assert tally["wrong", "alike shape"] == object_colours._alike(other.shape, named.shape)
+    distance = object_colours._distance
+    nearest = min(distance(o.color, named.color) for o in sample.target.scene.objects
+                  if o is not named)
+    assert tally["wrong", "closest colour"] == (distance(other.color, named.color) == nearest)
+    assert tally["painted", named.shape, other.shape] == 1
+    assert tally["beside", named.shape, other.shape] >= 1
+    assert sum(n for key, n in tally.items() if key[0] == "beside") == tally["all", "count"]
     assert tally["all", "count"] == tally["untouched", "total"]
+
+
+def test_closest_colour_and_alike_shapes():
+    assert object_colours._distance("red", "red") == 0
+    assert object_colours._distance("red", "orange") < object_colours._distance("red", "cyan")
+    assert object_colours._alike("star", "diamond") and object_colours._alike("square", "circle")
+    assert not object_colours._alike("star", "star")
+    assert not object_colours._alike("circle", "triangle")
 
 
 def test_next_cell_is_one_of_the_eight_around():
