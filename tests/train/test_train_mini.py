@@ -373,10 +373,10 @@ def test_a_resumed_run_ends_exactly_where_an_unbroken_one_does(run, tmp_path):
 
 
 def test_kind_weights_t_mean_and_loss_weights_are_kept_by_a_resumed_run(run, tmp_path):
-    """--kind-weights, --t-mean, --object-weight, --change-weight, --text-drop, --contrast,
-    --colour-contrast and --seed go into the checkpoint's config, and a resume without them
-    keeps the run's own (a restart to extend a run must not quietly change its data mix or its
-    loss); so are the batch sizes and the rest that no option sets."""
+    """--kind-weights, --t-mean, --object-weight, --change-weight, --weighted-kinds,
+    --text-drop, --contrast, --colour-contrast and --seed go into the checkpoint's config, and a
+    resume without them keeps the run's own (a restart to extend a run must not quietly change its
+    data mix or its loss); so are the batch sizes and the rest that no option sets."""
     import shutil
 
     out = tmp_path / "run"
@@ -404,27 +404,28 @@ def test_kind_weights_t_mean_and_loss_weights_are_kept_by_a_resumed_run(run, tmp
     first = train("--kind-weights", "recolor=3, background=2.5", "--t-mean", "1.5",
                   "--object-weight", "4", "--change-weight", "3", "--text-drop", "0.1",
                   "--contrast", "0.5", "--colour-contrast", "0.25", "--seed", "7",
-                  steps=step + 1)
+                  "--weighted-kinds", "recolor, remove", steps=step + 1)
     assert first["kind_weights"] == {"recolor": 3.0, "background": 2.5}
     assert first["t_mean"] == 1.5 and first["object_weight"] == 4.0
     assert first["change_weight"] == 3.0 and first["text_drop"] == 0.1
     assert first["contrast"] == 0.5 and first["seed"] == 7
-    assert first["colour_contrast"] == 0.25
+    assert first["colour_contrast"] == 0.25 and first["weighted_kinds"] == ["recolor", "remove"]
     assert {k: first[k] for k in own} == own
     assert first["lr"] == FlowTrainConfig.lr and first["t_std"] == FlowTrainConfig.t_std
     kept = train(steps=step + 2)
     assert kept["kind_weights"] == first["kind_weights"] and kept["t_mean"] == 1.5
     assert kept["object_weight"] == 4.0 and kept["text_drop"] == 0.1
     assert kept["change_weight"] == 3.0 and kept["contrast"] == 0.5 and kept["seed"] == 7
-    assert kept["colour_contrast"] == 0.25
+    assert kept["colour_contrast"] == 0.25 and kept["weighted_kinds"] == ["recolor", "remove"]
     changed = train("--kind-weights", "swap=2", "--object-weight", "0", "--text-drop", "0",
                     "--change-weight", "0", "--contrast", "0", "--seed", "0",
-                    "--colour-contrast", "0",
+                    "--colour-contrast", "0", "--weighted-kinds", "swap",
                     steps=step + 3)
     assert changed["kind_weights"] == {"swap": 2.0} and changed["t_mean"] == 1.5
     assert changed["object_weight"] == 0.0 and changed["text_drop"] == 0.0
     assert changed["change_weight"] == 0.0 and changed["contrast"] == 0.0
     assert changed["seed"] == 0 and changed["colour_contrast"] == 0.0
+    assert changed["weighted_kinds"] == ["swap"]
     bad = [("--kind-weights", "recolor", "expected KIND=WEIGHT, got 'recolor'"),
            ("--kind-weights", "recolor=lots", "weight of 'recolor' is not a number"),
            ("--kind-weights", "rotate=2", "unknown edit kind 'rotate'"),
@@ -434,6 +435,8 @@ def test_kind_weights_t_mean_and_loss_weights_are_kept_by_a_resumed_run(run, tmp
            *[("--text-drop", v, "must be a fraction in [0, 1)") for v in ("-0.1", "1", "nan")],
            *[("--contrast", v, "must be a fraction in [0, 1]") for v in ("-0.1", "1.5", "nan")],
            *[("--colour-contrast", v, "must be a fraction in [0, 1]") for v in ("-1", "2")],
+           ("--weighted-kinds", "recolour", "unknown edit kind 'recolour'"),
+           ("--weighted-kinds", " , ", "name at least one edit kind"),
            ("--seed", "-1", "greater than or equal to 0"), ("--seed", "one", "valid integer")]
     for option, value, message in bad:
         result = CliRunner().invoke(app, ["train", "mini", "--out", str(out), "--steps",
@@ -447,6 +450,7 @@ def test_kind_weights_t_mean_and_loss_weights_are_kept_by_a_resumed_run(run, tmp
 
     old = held_settings({"contrast": 0.5, "steps": 9, "autocast_bf16": True, "retired": 1})
     assert old["contrast"] == 0.5 and old["colour_contrast"] == 0.0 and old["edit_batch"] == 24
+    assert old["weighted_kinds"] is None
     assert not {"steps", "cooldown", "autocast_bf16", "retired"} & set(old)
     FlowTrainConfig(steps=3, **old)
     with pytest.raises(ValueError, match="unknown edit kind 'rotate'"):
