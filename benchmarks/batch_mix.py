@@ -1,7 +1,9 @@
 """What a training step's edits are made of: each kind's share of the edits and the share that
 are contrast twins (`train mini --contrast P`), drawn as `train mini` draws them (the same
 `step_streams` and `edit_samples`), for given kind weights and contrast, with and without; with
-`--colour-contrast K`, a third column adds colour twins (`train mini --colour-contrast K`).
+`--colour-contrast K`, a third column adds colour twins (`train mini --colour-contrast K`). It
+also says how many contrast twins name an object of a shape alike the named one's, as drawn now
+and with `train mini --alike-twins`.
 
     .venv/bin/python benchmarks/batch_mix.py [--kind-weights recolor=3,...] [--contrast 0.5]
         [--colour-contrast 1] [--steps 300]
@@ -15,6 +17,7 @@ from collections import Counter
 from openkontext.train.cli import parse_kind_weights
 from openkontext.train.transformer import FlowTrainConfig, step_streams
 from openkontext.world.sampling import edit_samples
+from openkontext.world.scene import alike_shapes
 
 STANDING = "recolor=3,background=3,grayscale=2,invert=2,remove=2"  # sessions 6-13
 
@@ -36,6 +39,23 @@ def mix(steps: int, weights: dict[str, float], contrast: float,
     return kinds, twins["object"], twins["colour"], total
 
 
+def alike_share(steps: int, weights: dict[str, float], contrast: float,
+                alike_twins: bool) -> float:
+    """The share of the other-object twins of the first `steps` steps' batches that name an
+    object of a shape alike the one their edit names (`alike_shapes`)."""
+    alike = twins = 0
+    for step in range(steps):
+        rng, _ = step_streams(0, step)
+        samples = edit_samples(rng, FlowTrainConfig.edit_batch, kind_weights=weights,
+                               contrast=contrast, alike_twins=alike_twins)
+        for first, twin in zip(samples, samples[1:], strict=False):  # each after its edit
+            if twin.twin == "object":
+                twins += 1
+                alike += alike_shapes(first.source.at(first.edit.cell).shape,
+                                      twin.source.at(twin.edit.cell).shape)
+    return alike / twins if twins else 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kind-weights", default=STANDING)
@@ -49,6 +69,10 @@ def main() -> None:
     print(f"{args.steps} steps of {FlowTrainConfig.edit_batch} edits, kind weights "
           f"{args.kind_weights}; twins are {twins / n1:.1%} of the edits at --contrast "
           f"{args.contrast}")
+    if args.contrast:
+        print(f"contrast twins naming a shape alike the named one's: "
+              f"{alike_share(args.steps, weights, args.contrast, False):.0%}, "
+              f"{alike_share(args.steps, weights, args.contrast, True):.0%} with --alike-twins")
     columns = [("no twins", plain, n0), (f"--contrast {args.contrast}", paired, n1)]
     if args.colour_contrast:
         both, twins2, colour, n2 = mix(args.steps, weights, args.contrast, args.colour_contrast)

@@ -32,7 +32,7 @@ from openkontext.weights import load_model
 from openkontext.world.edits import KINDS
 from openkontext.world.layout import nearest_colours, region_map
 from openkontext.world.sampling import edit_batch
-from openkontext.world.scene import CELLS, COLORS, FILTERS, SIZES, cell_row_col
+from openkontext.world.scene import CELLS, COLORS, FILTERS, SIZES, alike_shapes, cell_row_col
 
 COLOR_NAMES = list(COLORS)
 
@@ -85,7 +85,8 @@ def _tally_recolour(tally: Counter, sample, objects, got: list[str | None], befo
     landed on both); "larger" and "same size" (than / as the named object); "read first" (its
     cell comes before the named object's in reading order); "closest colour" (its own colour is,
     of the untouched objects', the nearest in RGB to the asked one, ties included); "alike
-    shape" (another shape of the named one's ALIKE group). And
+    shape" (another shape of the named one's group in ALIKE_SHAPES; the grouping came from the
+    painted pairs of --seed 7 in session 19, and --seed 8 tested it). And
     ("beside", named shape, its shape) for each judged untouched object, ("painted", ...) for
     each that took the asked colour."""
     index = next(i for i, o in enumerate(objects) if o not in before)
@@ -111,22 +112,10 @@ def _tally_recolour(tally: Counter, sample, objects, got: list[str | None], befo
             tally[group, "same size"] += obj.size == named.size
             tally[group, "read first"] += CELLS.index(obj.cell) < CELLS.index(named.cell)
             tally[group, "closest colour"] += _distance(obj.color, named.color) == closest
-            tally[group, "alike shape"] += _alike(obj.shape, named.shape)
+            tally[group, "alike shape"] += alike_shapes(obj.shape, named.shape)
         tally["beside", named.shape, obj.shape] += 1
         if wrong and colour == named.color:
             tally["painted", named.shape, obj.shape] += 1
-
-
-# Shapes whose outlines are alike at 64 px: the blobs that fill their box and the pointed ones.
-# The grouping came from the painted pairs of --seed 7 (session 19); other seeds test it.
-ALIKE: tuple[frozenset[str], ...] = (
-    frozenset({"circle", "square"}), frozenset({"triangle", "star", "diamond"}),
-)
-
-
-def _alike(a: str, b: str) -> bool:
-    """Two different shapes of one ALIKE group."""
-    return a != b and any(a in group and b in group for group in ALIKE)
 
 
 def _distance(a: str, b: str) -> int:

@@ -33,6 +33,10 @@ def test_colour_twins_add_recolours_and_contrast_alone_matches_the_two_columns()
         r"other-object twins ([\d.]+)%, colour twins ([\d.]+)%", three.stdout).groups())
     alone = float(re.search(r"twins are ([\d.]+)%", two.stdout).group(1))
     assert 3 < colour < after["recolor"][2] and abs(other - alone) < 8
+    # twins named from alike shapes where the picture has them: more of them are
+    anyhow, alike = map(int, re.search(
+        r"alike the named one's: (\d+)%, (\d+)% with --alike-twins", two.stdout).groups())
+    assert 10 < anyhow < alike < 100
     bad = subprocess.run([*command, "--colour-contrast", "2"], capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode != 0 and "must be a fraction in [0, 1]" in bad.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 from openkontext.world.layout import region_map
 from openkontext.world.render import render_targets
 from openkontext.world.sampling import edit_samples
-from openkontext.world.scene import COLORS
+from openkontext.world.scene import COLORS, alike_shapes
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "object_colours.py"
 spec = importlib.util.spec_from_file_location("object_colours", SCRIPT)
@@ -58,7 +58,7 @@ def test_an_untouched_object_painted_the_asked_colour_counts_as_a_bystander():
     assert tally["wrong", "same size"] == (other.size == named.size)
     cells = object_colours.CELLS
     assert tally["wrong", "read first"] == (cells.index(other.cell) < cells.index(named.cell))
-    assert tally["wrong", "alike shape"] == object_colours._alike(other.shape, named.shape)
+    assert tally["wrong", "alike shape"] == alike_shapes(other.shape, named.shape)
     distance = object_colours._distance
     nearest = min(distance(o.color, named.color) for o in sample.target.scene.objects
                   if o is not named)
@@ -72,9 +72,9 @@ def test_an_untouched_object_painted_the_asked_colour_counts_as_a_bystander():
 def test_closest_colour_and_alike_shapes():
     assert object_colours._distance("red", "red") == 0
     assert object_colours._distance("red", "orange") < object_colours._distance("red", "cyan")
-    assert object_colours._alike("star", "diamond") and object_colours._alike("square", "circle")
-    assert not object_colours._alike("star", "star")
-    assert not object_colours._alike("circle", "triangle")
+    assert alike_shapes("star", "diamond") and alike_shapes("square", "circle")
+    assert not alike_shapes("star", "star")
+    assert not alike_shapes("circle", "triangle")
 
 
 def test_next_cell_is_one_of_the_eight_around():

@@ -374,9 +374,10 @@ def test_a_resumed_run_ends_exactly_where_an_unbroken_one_does(run, tmp_path):
 
 def test_kind_weights_t_mean_and_loss_weights_are_kept_by_a_resumed_run(run, tmp_path):
     """--kind-weights, --t-mean, --object-weight, --change-weight, --weighted-kinds,
-    --text-drop, --contrast, --colour-contrast and --seed go into the checkpoint's config, and a
-    resume without them keeps the run's own (a restart to extend a run must not quietly change its
-    data mix or its loss); so are the batch sizes and the rest that no option sets."""
+    --text-drop, --contrast, --colour-contrast, --alike-twins and --seed go into the checkpoint's
+    config, and a resume without them keeps the run's own (a restart to extend a run must not
+    quietly change its data mix or its loss); so are the batch sizes and the rest that no option
+    sets."""
     import shutil
 
     out = tmp_path / "run"
@@ -404,12 +405,13 @@ def test_kind_weights_t_mean_and_loss_weights_are_kept_by_a_resumed_run(run, tmp
     first = train("--kind-weights", "recolor=3, background=2.5", "--t-mean", "1.5",
                   "--object-weight", "4", "--change-weight", "3", "--text-drop", "0.1",
                   "--contrast", "0.5", "--colour-contrast", "0.25", "--seed", "7",
-                  "--weighted-kinds", "recolor, remove", steps=step + 1)
+                  "--weighted-kinds", "recolor, remove", "--alike-twins", steps=step + 1)
     assert first["kind_weights"] == {"recolor": 3.0, "background": 2.5}
     assert first["t_mean"] == 1.5 and first["object_weight"] == 4.0
     assert first["change_weight"] == 3.0 and first["text_drop"] == 0.1
     assert first["contrast"] == 0.5 and first["seed"] == 7
     assert first["colour_contrast"] == 0.25 and first["weighted_kinds"] == ["recolor", "remove"]
+    assert first["alike_twins"] is True
     assert {k: first[k] for k in own} == own
     assert first["lr"] == FlowTrainConfig.lr and first["t_std"] == FlowTrainConfig.t_std
     kept = train(steps=step + 2)
@@ -417,15 +419,16 @@ def test_kind_weights_t_mean_and_loss_weights_are_kept_by_a_resumed_run(run, tmp
     assert kept["object_weight"] == 4.0 and kept["text_drop"] == 0.1
     assert kept["change_weight"] == 3.0 and kept["contrast"] == 0.5 and kept["seed"] == 7
     assert kept["colour_contrast"] == 0.25 and kept["weighted_kinds"] == ["recolor", "remove"]
+    assert kept["alike_twins"] is True
     changed = train("--kind-weights", "swap=2", "--object-weight", "0", "--text-drop", "0",
                     "--change-weight", "0", "--contrast", "0", "--seed", "0",
-                    "--colour-contrast", "0", "--weighted-kinds", "swap",
+                    "--colour-contrast", "0", "--weighted-kinds", "swap", "--any-twins",
                     steps=step + 3)
     assert changed["kind_weights"] == {"swap": 2.0} and changed["t_mean"] == 1.5
     assert changed["object_weight"] == 0.0 and changed["text_drop"] == 0.0
     assert changed["change_weight"] == 0.0 and changed["contrast"] == 0.0
     assert changed["seed"] == 0 and changed["colour_contrast"] == 0.0
-    assert changed["weighted_kinds"] == ["swap"]
+    assert changed["weighted_kinds"] == ["swap"] and changed["alike_twins"] is False
     bad = [("--kind-weights", "recolor", "expected KIND=WEIGHT, got 'recolor'"),
            ("--kind-weights", "recolor=lots", "weight of 'recolor' is not a number"),
            ("--kind-weights", "rotate=2", "unknown edit kind 'rotate'"),
@@ -450,7 +453,7 @@ def test_kind_weights_t_mean_and_loss_weights_are_kept_by_a_resumed_run(run, tmp
 
     old = held_settings({"contrast": 0.5, "steps": 9, "autocast_bf16": True, "retired": 1})
     assert old["contrast"] == 0.5 and old["colour_contrast"] == 0.0 and old["edit_batch"] == 24
-    assert old["weighted_kinds"] is None
+    assert old["weighted_kinds"] is None and old["alike_twins"] is False
     assert not {"steps", "cooldown", "autocast_bf16", "retired"} & set(old)
     FlowTrainConfig(steps=3, **old)
     with pytest.raises(ValueError, match="unknown edit kind 'rotate'"):

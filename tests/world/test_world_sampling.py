@@ -15,6 +15,7 @@ from openkontext.world.sampling import (
     contrast_edit,
     edit_batch,
     edit_batch_from,
+    edit_samples,
     generation_batch,
     sample_chain,
     sample_edit,
@@ -194,6 +195,41 @@ def test_contrast_twins_name_another_object_of_the_same_picture():
     # a picture with one object has no other object to name
     lone = Scene("white", (Obj("circle", "red", "center", "medium"),))
     assert contrast_edit(sample_edit(rng, kinds=["remove"], source=lone), rng) is None
+
+
+def test_alike_twins_name_an_alike_shape_where_the_picture_has_one():
+    """With alike, a twin names an object of a shape alike the named one's whenever one can take
+    the edit (and another object otherwise)."""
+    from openkontext.world.scene import alike_shapes
+
+    rng = random.Random(12)
+    shares = {False: [0, 0], True: [0, 0]}
+    for _ in range(400):
+        sample = sample_edit(rng, kinds=["recolor", "remove"])
+        named = sample.source.at(sample.edit.cell).shape
+        others = [e for e in edit_options(sample.source, sample.kind)
+                  if e.cell != sample.edit.cell]
+        could = any(alike_shapes(sample.source.at(e.cell).shape, named) for e in others)
+        state = rng.getstate()
+        for alike in (False, True):
+            rng.setstate(state)
+            twin = contrast_edit(sample, rng, alike=alike)
+            if twin is None:
+                continue
+            assert twin.source == sample.source and twin.edit.cell != sample.edit.cell
+            got = alike_shapes(sample.source.at(twin.edit.cell).shape, named)
+            if alike:
+                assert got == could
+            shares[alike][0] += got
+            shares[alike][1] += 1
+    assert shares[False][1] == shares[True][1] > 250
+    assert shares[True][0] > 1.3 * shares[False][0] > 0  # 156 against 109 of 298
+    # off, the batches are those drawn before the option existed
+    plain = edit_samples(random.Random(5), 48, kinds=["recolor"], contrast=1.0)
+    off = edit_samples(random.Random(5), 48, kinds=["recolor"], contrast=1.0, alike_twins=False)
+    assert plain == off
+    alike = edit_samples(random.Random(5), 48, kinds=["recolor"], contrast=1.0, alike_twins=True)
+    assert alike != plain and sum(s.twin == "object" for s in alike) > 10
 
 
 def test_contrast_puts_twins_next_to_each_other_and_zero_keeps_the_old_batches():

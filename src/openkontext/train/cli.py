@@ -101,6 +101,14 @@ def train_mini(
             "object to another colour (default: the run's own, else 0)"
         ),
     ] = None,
+    alike_twins: Annotated[
+        bool | None,
+        typer.Option(
+            "--alike-twins/--any-twins",
+            help="contrast twins name an object of a shape alike the named one's where the "
+            "picture has one, or any other object (default: the run's own, else any)",
+        ),
+    ] = None,
     seed: Annotated[
         int | None,
         typer.Option(
@@ -172,6 +180,7 @@ def train_mini(
         "text_drop": text_drop,
         "contrast": contrast,
         "colour_contrast": colour_contrast,
+        "alike_twins": alike_twins,
         "seed": seed,
     }
     settings.update({name: value for name, value in given.items() if value is not None})
@@ -192,7 +201,9 @@ def train_mini(
             f"object tokens weigh {1 + cfg.object_weight}, changed tokens "
             f"{1 + cfg.change_weight} (both in {', '.join(cfg.weighted_kinds or ['every kind'])}), "
             f"instructions dropped {cfg.text_drop:.0%}, "
-            f"contrast twins {cfg.contrast:.0%}, colour twins {cfg.colour_contrast:.0%}, "
+            f"contrast twins {cfg.contrast:.0%}"
+            f"{' (alike shapes)' if cfg.alike_twins else ''}, "
+            f"colour twins {cfg.colour_contrast:.0%}, "
             f"seed {cfg.seed}"
         )
     if kept:

@@ -88,6 +88,10 @@ class FlowTrainConfig:
     # colour, so the two answers differ only in that object's colour. Where recolours failed in
     # session 16 the named object mostly kept its old colour (docs/mini.md).
     colour_contrast: float = 0.0
+    # Contrast twins name, where the picture has one, an object of a shape alike the named one's
+    # (circle / square, triangle / star / diamond): most recolour misses paint such an object
+    # (docs/mini.md, session 19).
+    alike_twins: bool = False
     checkpoint_every: int = 200
     eval_every: int = 1000
     eval_cases: int = 48
@@ -265,7 +269,7 @@ class Stepper:
             group["lr"] = lr
         edits = edit_batch(
             rng, cfg.edit_batch, size, kind_weights=cfg.kind_weights, contrast=cfg.contrast,
-            colour_contrast=cfg.colour_contrast,
+            colour_contrast=cfg.colour_contrast, alike_twins=cfg.alike_twins,
         )
         # its own stream, so a run with and one without draw the same batches, noise and t
         drop = random.Random(f"{cfg.seed}:text-drop:{self.step}")

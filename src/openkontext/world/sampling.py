@@ -13,6 +13,7 @@ name colours that exist in the picture. Every turn's source is the previous turn
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 from dataclasses import dataclass
 
@@ -36,7 +37,7 @@ from openkontext.world.render import (
     render_targets,
     to_tensor,
 )
-from openkontext.world.scene import FILTERS, Scene, Target, random_scene
+from openkontext.world.scene import FILTERS, Scene, Target, alike_shapes, random_scene
 
 MAX_ATTEMPTS = 1000  # random scenes tried before a kind is declared impossible
 # Kinds whose edit acts on one named object: a contrast twin names another object of the picture.
@@ -210,18 +211,23 @@ class GenerationBatch:
     samples: list[GenerationSample]
 
 
-def contrast_edit(sample: EditSample, rng: random.Random,
-                  split: str = "train") -> EditSample | None:
+def contrast_edit(sample: EditSample, rng: random.Random, split: str = "train",
+                  alike: bool = False) -> EditSample | None:
     """The same kind of edit on the same picture, naming another object: "remove the circle"
     beside "remove the square". Where the other object allows it, the edit's value is kept too
     (the same new colour, destination or size), so the two differ only in which object is named
-    and where the change lands. None for other kinds, or when no other object can take the edit.
-    """
+    and where the change lands. With `alike`, the other object is one of a shape alike the named
+    one's (`alike_shapes`) where the picture has one. None for other kinds, or when no other
+    object can take the edit."""
     if sample.kind not in CONTRAST_KINDS:
         return None
     options = [e for e in edit_options(sample.source, sample.kind) if e.cell != sample.edit.cell]
     if not options:
         return None
+    if alike:
+        named = sample.source.at(sample.edit.cell).shape
+        options = [e for e in options
+                   if alike_shapes(sample.source.at(e.cell).shape, named)] or options
     same_value = [e for e in options if e.value == sample.edit.value]
     pick = same_value or options
     return make_edit(sample.source, pick[rng.randrange(len(pick))], rng, split)
@@ -250,12 +256,14 @@ def check_contrast(rate: float) -> float:
 
 def edit_samples(rng: random.Random, count: int, kinds=None, split: str = "train",
                  kind_weights: dict[str, float] | None = None,
-                 contrast: float = 0.0, colour_contrast: float = 0.0) -> list[EditSample]:
+                 contrast: float = 0.0, colour_contrast: float = 0.0,
+                 alike_twins: bool = False) -> list[EditSample]:
     """`count` random edits. With `contrast` > 0, that fraction of the edits of CONTRAST_KINDS
     is followed by its `contrast_edit` twin (when the picture has one), so the model sees one
-    picture and two named objects side by side; with `colour_contrast` > 0, that fraction of the
-    recolours is followed by its `colour_twin` (the same object, another colour). At 0 these are
-    the edits drawn before the twins existed (no extra draws from `rng`)."""
+    picture and two named objects side by side (with `alike_twins`, an object of an alike shape
+    where there is one); with `colour_contrast` > 0, that fraction of the recolours is followed
+    by its `colour_twin` (the same object, another colour). At 0 these are the edits drawn
+    before the twins existed (no extra draws from `rng`)."""
     check_kind_weights(kind_weights)
     check_contrast(contrast)
     check_contrast(colour_contrast)
@@ -263,7 +271,8 @@ def edit_samples(rng: random.Random, count: int, kinds=None, split: str = "train
     while len(samples) < count:
         sample = sample_edit(rng, kinds, split, kind_weights=kind_weights)
         samples.append(sample)
-        for name, rate, make_twin in (("object", contrast, contrast_edit),
+        object_twin = functools.partial(contrast_edit, alike=alike_twins)
+        for name, rate, make_twin in (("object", contrast, object_twin),
                                       ("colour", colour_contrast, colour_twin)):
             if rate and len(samples) < count and rng.random() < rate:
                 twin = make_twin(sample, rng, split)
@@ -274,10 +283,12 @@ def edit_samples(rng: random.Random, count: int, kinds=None, split: str = "train
 
 def edit_batch(rng: random.Random, batch_size: int, size: Size = 64, kinds=None,
                split: str = "train", kind_weights: dict[str, float] | None = None,
-               contrast: float = 0.0, colour_contrast: float = 0.0) -> EditBatch:
+               contrast: float = 0.0, colour_contrast: float = 0.0,
+               alike_twins: bool = False) -> EditBatch:
     """`edit_samples` rendered at `size`."""
     return edit_batch_from(
-        edit_samples(rng, batch_size, kinds, split, kind_weights, contrast, colour_contrast),
+        edit_samples(rng, batch_size, kinds, split, kind_weights, contrast, colour_contrast,
+                     alike_twins),
         size,
     )
 

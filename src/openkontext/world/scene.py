@@ -35,6 +35,12 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "gray": (128, 128, 128),
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "star")
+# Shapes whose outlines are alike at 64 px: the blobs that fill their box and the pointed ones.
+# A recolour that misses mostly paints an object of a shape alike the named one's
+# (benchmarks/object_colours.py; docs/mini.md, session 19).
+ALIKE_SHAPES: tuple[frozenset[str], ...] = (
+    frozenset({"circle", "square"}), frozenset({"triangle", "star", "diamond"}),
+)
 # Reading order: index // 3 is the row, index % 3 the column.
 CELLS: tuple[str, ...] = (
     "top left", "top", "top right",
@@ -47,6 +53,11 @@ FILTERS: tuple[str, ...] = ("grayscale", "invert", "night")
 MAX_OBJECTS = 4
 
 _CELL_INDEX = {name: i for i, name in enumerate(CELLS)}
+
+
+def alike_shapes(a: str, b: str) -> bool:
+    """Two different shapes of one ALIKE_SHAPES group."""
+    return a != b and any(a in group and b in group for group in ALIKE_SHAPES)
 
 
 class SceneError(ValueError):
