@@ -26,10 +26,10 @@ from openkontext.packing import References, image_ids, pack, text_ids
 from openkontext.pipeline import LoadedModel, run_tensors
 from openkontext.train.autoencoder import object_mask, psnr
 from openkontext.train.common import EMA, JsonlLog, atomic_torch_save, native_bf16, progress_bar
-from openkontext.world.edits import KINDS
 from openkontext.world.sampling import (
     check_contrast,
     check_kind_weights,
+    check_kinds,
     edit_batch,
     edit_batch_from,
     generation_batch,
@@ -136,14 +136,7 @@ def check_loss_weight(weight: float) -> float:
 
 def check_weighted_kinds(kinds: list[str] | None) -> list[str] | None:
     """None, or a non-empty list of known edit kinds (as a new list, duplicates dropped)."""
-    if kinds is None:
-        return None
-    unknown = [k for k in kinds if k not in KINDS]
-    if unknown:
-        raise ValueError(f"unknown edit kind {unknown[0]!r}; expected one of: {', '.join(KINDS)}")
-    if not kinds:
-        raise ValueError("name at least one edit kind")
-    return list(dict.fromkeys(kinds))
+    return None if kinds is None else list(dict.fromkeys(check_kinds(kinds)))
 
 
 def check_text_drop(rate: float) -> float:

@@ -84,7 +84,8 @@ class ChainSample:
         return [t.target for t in self.turns]
 
 
-def _check_kinds(kinds) -> tuple[str, ...]:
+def check_kinds(kinds) -> tuple[str, ...]:
+    """The edit kinds asked for (None: every kind), checked: known and at least one."""
     kinds = tuple(KINDS if kinds is None else kinds)
     if not kinds:
         raise ValueError("no edit kinds given")
@@ -135,7 +136,7 @@ def sample_edit(rng: random.Random, kinds=None, split: str = "train",
 
     With a given source, the kind is drawn among those possible on it (ValueError if none).
     """
-    kinds = _check_kinds(kinds)
+    kinds = check_kinds(kinds)
     if source is not None:
         feasible = [k for k in kinds if can_edit(source, k)]
         if not feasible:
@@ -168,7 +169,7 @@ def sample_chain(rng: random.Random, turns: int | None = None, kinds=None,
     Filters only ever come last. If the kinds run out on the way (say only removals), the chain
     is drawn again from a new scene; RuntimeError after MAX_ATTEMPTS.
     """
-    kinds = _check_kinds(kinds)
+    kinds = check_kinds(kinds)
     if turns is None:
         turns = rng.randint(min_turns, max_turns)
     if turns < 1:
