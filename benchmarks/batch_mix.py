@@ -22,6 +22,16 @@ from openkontext.world.scene import alike_shapes
 STANDING = "recolor=3,background=3,grayscale=2,invert=2,remove=2"  # sessions 6-13
 
 
+def batches(steps: int, weights: dict[str, float], contrast: float,
+            colour_contrast: float = 0.0, alike_twins: bool = False):
+    """The edits of each of the first `steps` steps' batches, drawn as `train mini` draws them."""
+    for step in range(steps):
+        rng, _ = step_streams(0, step)
+        yield edit_samples(rng, FlowTrainConfig.edit_batch, kind_weights=weights,
+                           contrast=contrast, colour_contrast=colour_contrast,
+                           alike_twins=alike_twins)
+
+
 def mix(steps: int, weights: dict[str, float], contrast: float,
         colour_contrast: float = 0.0) -> tuple[Counter, int, int, int]:
     """(edits per kind, other-object twins, colour twins, edits) over the first `steps` steps'
@@ -29,10 +39,7 @@ def mix(steps: int, weights: dict[str, float], contrast: float,
     kinds: Counter = Counter()
     twins: Counter = Counter()
     total = 0
-    for step in range(steps):
-        rng, _ = step_streams(0, step)
-        samples = edit_samples(rng, FlowTrainConfig.edit_batch, kind_weights=weights,
-                               contrast=contrast, colour_contrast=colour_contrast)
+    for samples in batches(steps, weights, contrast, colour_contrast):
         kinds.update(s.kind for s in samples)
         twins.update(s.twin for s in samples)
         total += len(samples)
@@ -44,10 +51,7 @@ def alike_share(steps: int, weights: dict[str, float], contrast: float,
     """The share of the other-object twins of the first `steps` steps' batches that name an
     object of a shape alike the one their edit names (`alike_shapes`)."""
     alike = twins = 0
-    for step in range(steps):
-        rng, _ = step_streams(0, step)
-        samples = edit_samples(rng, FlowTrainConfig.edit_batch, kind_weights=weights,
-                               contrast=contrast, alike_twins=alike_twins)
+    for samples in batches(steps, weights, contrast, alike_twins=alike_twins):
         for first, twin in zip(samples, samples[1:], strict=False):  # each after its edit
             if twin.twin == "object":
                 twins += 1
