@@ -118,6 +118,18 @@ def _tally_recolour(tally: Counter, sample, objects, got: list[str | None], befo
             tally["painted", named.shape, obj.shape] += 1
 
 
+def painted_by_likeness(tally: Counter) -> dict[bool, tuple[int, int]]:
+    """{alike: (untouched objects painted the asked colour, untouched objects)}, split by
+    whether their shape is alike the named one's, from `_tally_recolour`'s pairs."""
+    counts = {True: [0, 0], False: [0, 0]}
+    for key, n in tally.items():
+        if key[0] == "beside":
+            row = counts[alike_shapes(key[1], key[2])]
+            row[0] += tally["painted", key[1], key[2]]
+            row[1] += n
+    return {alike: (got, n) for alike, (got, n) in counts.items()}
+
+
 def _distance(a: str, b: str) -> int:
     """Squared RGB distance between two palette colours."""
     return sum((x - y) ** 2 for x, y in zip(COLORS[a], COLORS[b], strict=True))
@@ -180,6 +192,11 @@ def main() -> None:
               "times such an object was beside it): "
               + ", ".join(f"{a} -> {b} {recolor['painted', a, b]} of {n}"
                           for _, n, a, b in pairs))
+        painted = painted_by_likeness(recolor)
+        for label, alike in (("of an alike shape", True), ("of any other shape", False)):
+            got, n = painted[alike]
+            print(f"untouched objects {label} took the asked colour: {got} of {n}"
+                  + (f" ({got / n:.0%})" if n else ""))
 
 
 if __name__ == "__main__":

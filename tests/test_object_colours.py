@@ -66,6 +66,11 @@ def test_an_untouched_object_painted_the_asked_colour_counts_as_a_bystander():
     assert tally["painted", named.shape, other.shape] == 1
     assert tally["beside", named.shape, other.shape] >= 1
     assert sum(n for key, n in tally.items() if key[0] == "beside") == tally["all", "count"]
+    split = object_colours.painted_by_likeness(tally)
+    alike = alike_shapes(other.shape, named.shape)
+    assert split[alike][0] == 1 and split[not alike][0] == 0
+    assert split[True][1] + split[False][1] == tally["all", "count"]
+    assert split[True][1] == tally["all", "alike shape"]
     assert tally["all", "count"] == tally["untouched", "total"]
 
 
