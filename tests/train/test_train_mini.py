@@ -635,15 +635,32 @@ def test_compare_runs_says_whether_two_runs_draw_the_same_batches(run, tmp_path)
     shutil.copytree(a, b)
     shutil.copytree(a, c)
 
-    def compare() -> str:
-        done = subprocess.run([sys.executable, str(script), str(a), str(b), "--window", "1"],
-                              capture_output=True, text=True, timeout=120)
+    def compare(other: Path = b, *options: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(script), str(a), str(other), "--window", "1",
+                               *options], capture_output=True, text=True, timeout=120)
+
+    def first_line(other: Path = b) -> str:
+        done = compare(other)
         assert done.returncode == 0, done.stderr
         return done.stdout.splitlines()[0]
 
-    assert compare().endswith("the same batches at the same step, so B - A is paired")
+    assert first_line().endswith("the same batches at the same step, so B - A is paired")
     seeded = train(b, 2, seed=7, contrast=0.5)
-    unseeded = train(c, 2, contrast=0.5)
+    unseeded = train(c, 2, contrast=0.5, alike_twins=True)
     assert any(not torch.equal(seeded[k], unseeded[k]) for k in seeded)
-    assert compare().endswith("their seed, contrast differ, so their batches do and B - A is "
-                              "not paired")
+    assert first_line().endswith("their seed, contrast differ, so their batches do and B - A is "
+                                 "not paired")
+    assert "their contrast, alike_twins differ" in first_line(c)
+    # --kind compares one kind's logged loss, where both runs logged it
+    for folder, recolour in ((a, 0.25), (c, 0.2)):
+        with (folder / "flux_log.jsonl").open("a") as log:
+            for step, kinds in ((40, {"recolor": recolour, "swap": 0.4}), (60, {"swap": 0.3})):
+                log.write(json.dumps({"step": step, "loss": 0.1, "sec_per_step": 1.0,
+                                      "kinds": kinds}) + "\n")
+    done = compare(c, "--kind", "recolor")
+    assert done.returncode == 0, done.stderr
+    assert "recolor loss where both logged one" in done.stdout
+    assert "| all 1 steps | 0.25000 | 0.20000 | -0.05000 | 100% | 1.00 | 1.00 |" in done.stdout
+    assert "| all 2 steps | 0.35000 |" in compare(c, "--kind", "swap").stdout
+    missing = compare(c, "--kind", "remove")
+    assert missing.returncode != 0 and "no logged step with a remove loss" in missing.stderr
