@@ -9,7 +9,9 @@ pixels are, the autoencoder would be part of the confusion.
 
 Distances are root-mean-square over the whole picture (pixels in [-1, 1]) and over the whole
 latent (after the autoencoder's scale and shift, as the transformer sees it); the ratio is the
-share of a pair's pixel difference the latent keeps, relative to the mean over all pairs.
+share of a pair's pixel difference the latent keeps, relative to the mean over all pairs. Last,
+each picture's round trip through the autoencoder is matched to the nearest of its set's five
+pictures: whether the decoder draws the shape it was given.
 """
 
 from __future__ import annotations
@@ -57,6 +59,25 @@ def pair_distances(ae, sets: list[list[Scene]], size: int = 64
     return out
 
 
+def round_trip_nearest(ae, sets: list[list[Scene]], size: int = 64) -> dict[str, dict[str, int]]:
+    """{shape: {shape whose picture its round trip is nearest: times}}: each picture encoded and
+    decoded, then matched by RMS distance against the five pictures of its set. A round trip
+    nearest another shape's picture means the decoder drew that shape back."""
+    scenes = [scene for group in sets for scene in group]
+    pixels = imaging.image_to_tensor(list(render_batch(scenes, size)))
+    with torch.no_grad():
+        back = ae.decode(ae.encode(pixels)).float()
+    pixels = pixels.reshape(len(sets), len(SHAPES), -1)
+    back = back.reshape(len(sets), len(SHAPES), -1)
+    # (set, round trip of shape a, picture of shape b)
+    nearest = torch.cdist(back, pixels).argmin(-1)
+    out = {shape: dict.fromkeys(SHAPES, 0) for shape in SHAPES}
+    for row in nearest.tolist():
+        for a, b in enumerate(row):
+            out[SHAPES[a]][SHAPES[b]] += 1
+    return out
+
+
 def relative_kept(distances: dict[tuple[str, str], tuple[float, float]]
                   ) -> dict[tuple[str, str], float]:
     """Each pair's latent / pixel distance over the mean of that ratio across pairs: below 1, the
@@ -91,6 +112,19 @@ def main() -> None:
         lat = sum(distances[p][1] for p in group) / len(group)
         rel = sum(kept[p] for p in group) / len(group)
         print(f"{label} pairs ({len(group)}): pixels {pix:.4f}, latent {lat:.4f}, kept {rel:.2f}")
+    print("each shape's round trip (encoded and decoded) nearest its own picture, by size"
+          " (and the other shapes it came nearest)")
+    sets = shape_sets(args.pictures, args.seed)
+    for size in SIZES:
+        sized = [group for group in sets if group[0].objects[0].size == size]
+        if not sized:
+            continue
+        nearest = round_trip_nearest(ae, sized, ae.params.resolution)
+        cells = []
+        for shape, counts in nearest.items():
+            others = ", ".join(f"{o} {n}" for o, n in counts.items() if n and o != shape)
+            cells.append(f"{shape} {counts[shape]}" + (f" ({others})" if others else ""))
+        print(f"  {size}, {len(sized)} sets: " + "; ".join(cells))
 
 
 if __name__ == "__main__":

@@ -44,3 +44,13 @@ def test_no_pictures_is_refused(monkeypatch, capsys):
         shape_latents.main()
     assert stop.value.code == 2
     assert "--pictures must be at least 1" in capsys.readouterr().err
+
+
+def test_round_trips_matched_to_the_nearest_picture_of_their_set():
+    ae = load_model(None).ae.float()
+    sets = shape_latents.shape_sets(4, seed=0)
+    nearest = shape_latents.round_trip_nearest(ae, sets)
+    assert list(nearest) == list(SHAPES)
+    assert all(sum(counts.values()) == 4 for counts in nearest.values())
+    # a circle comes back a circle at every size; its nearest picture is its own
+    assert nearest["circle"] == {"circle": 4, "square": 0, "triangle": 0, "diamond": 0, "star": 0}
