@@ -41,12 +41,16 @@ def shape_sets(pictures: int, seed: int) -> list[list[Scene]]:
     return sets
 
 
+def pictures(sets: list[list[Scene]], size: int) -> torch.Tensor:
+    """The sets' scenes rendered, set after set: (len(sets) * 5, 3, size, size) in [-1, 1]."""
+    return imaging.image_to_tensor(list(render_batch([s for group in sets for s in group], size)))
+
+
 def pair_distances(ae, sets: list[list[Scene]], size: int = 64
                    ) -> dict[tuple[str, str], tuple[float, float]]:
     """{(shape a, shape b): (mean RMS pixel distance, mean RMS latent distance)} for each pair
     a < b in SHAPES order, averaged over the sets."""
-    scenes = [scene for group in sets for scene in group]
-    pixels = imaging.image_to_tensor(list(render_batch(scenes, size)))
+    pixels = pictures(sets, size)
     with torch.no_grad():
         latents = ae.encode(pixels)
     pixels = pixels.reshape(len(sets), len(SHAPES), -1)
@@ -63,8 +67,7 @@ def round_trip_nearest(ae, sets: list[list[Scene]], size: int = 64) -> dict[str,
     """{shape: {shape whose picture its round trip is nearest: times}}: each picture encoded and
     decoded, then matched by RMS distance against the five pictures of its set. A round trip
     nearest another shape's picture means the decoder drew that shape back."""
-    scenes = [scene for group in sets for scene in group]
-    pixels = imaging.image_to_tensor(list(render_batch(scenes, size)))
+    pixels = pictures(sets, size)
     with torch.no_grad():
         back = ae.decode(ae.encode(pixels)).float()
     pixels = pixels.reshape(len(sets), len(SHAPES), -1)
