@@ -6,6 +6,8 @@ key mapping, so every parameter is redrawn: norm scales around 1, the rest scale
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -46,3 +48,16 @@ def flux_model() -> Flux:
 @pytest.fixture
 def ae_model() -> AutoEncoder:
     return randomise_(AutoEncoder(TINY_AE), seed=2)
+
+
+@pytest.fixture
+def refused(monkeypatch, capsys):
+    """refused(main, *args): run a benchmark script's main() with those arguments, which it must
+    refuse as argparse does (exit status 2); returns what it wrote to stderr."""
+    def run(main, *args: str) -> str:
+        monkeypatch.setattr(sys, "argv", ["script", *args])
+        with pytest.raises(SystemExit) as stop:
+            main()
+        assert stop.value.code == 2
+        return capsys.readouterr().err
+    return run

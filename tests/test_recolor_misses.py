@@ -40,7 +40,8 @@ def test_each_recolour_names_the_object_whose_colour_changes(scenes):
     assert star["named"]["shape"] == "star" and star["others"][0]["alike"] is True
 
 
-def test_reports_printed_and_bad_ones_refused(scenes, tmp_path, monkeypatch, capsys):
+def test_reports_printed_and_bad_ones_refused(scenes, tmp_path, monkeypatch, capsys,
+                                               refused):
     good = tmp_path / "suite_seed0.json"
     good.write_text(json.dumps(report_failing(scenes, {"train-00000", "train-00011"})))
     monkeypatch.setattr(sys, "argv", ["recolor_misses.py", str(good)])
@@ -57,8 +58,5 @@ def test_reports_printed_and_bad_ones_refused(scenes, tmp_path, monkeypatch, cap
         recolor_misses.main()
     assert "'train-99999' is not in the suite" in str(stop.value.code)
 
-    monkeypatch.setattr(sys, "argv", ["recolor_misses.py", str(tmp_path / "missing.json")])
-    with pytest.raises(SystemExit) as stop:
-        recolor_misses.main()
-    assert stop.value.code == 2
-    assert "cannot read the suite report" in capsys.readouterr().err
+    missing = str(tmp_path / "missing.json")
+    assert "cannot read the suite report" in refused(recolor_misses.main, missing)

@@ -1,7 +1,6 @@
 """benchmarks/shape_latents.py: how far apart the shipped autoencoder keeps the shapes."""
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -38,12 +37,8 @@ def test_distances_of_every_pair_in_pixels_and_latent():
     assert len(set(kept.values())) > 1
 
 
-def test_no_pictures_is_refused(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["shape_latents.py", "--pictures", "0"])
-    with pytest.raises(SystemExit) as stop:
-        shape_latents.main()
-    assert stop.value.code == 2
-    assert "--pictures must be at least 1" in capsys.readouterr().err
+def test_no_pictures_is_refused(refused):
+    assert "--pictures must be at least 1" in refused(shape_latents.main, "--pictures", "0")
 
 
 def test_round_trips_matched_to_the_nearest_picture_of_their_set():
