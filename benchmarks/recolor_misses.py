@@ -6,8 +6,8 @@ triangle: benchmarks/shape_latents.py) or an object of a look-alike shape.
 
     .venv/bin/python benchmarks/recolor_misses.py /tmp/ev/I_x/suite_seed0.json [...]
 
-The suite is rebuilt (it is fixed: the same pictures for every report of one size) to read
-each case's scene; reports must come from the default suite size.
+The suite is rebuilt (it is fixed: the same pictures for every suite size) at the size each
+report names (its settings' "suite:shapes:N") to read each case's scene.
 """
 
 from __future__ import annotations
@@ -22,10 +22,20 @@ from openkontext.eval import build_suite
 from openkontext.world.scene import alike_shapes
 
 
-def suite_scenes(size: int = 64, suite_size: int = 10) -> dict[str, dict]:
+def suite_size(report: dict) -> int:
+    """The per-kind size of the built-in suite a report was run on (ValueError if another
+    dataset)."""
+    dataset = str(report.get("settings", {}).get("dataset"))
+    prefix = "suite:shapes:"
+    if not dataset.startswith(prefix) or not dataset[len(prefix):].isdigit():
+        raise ValueError(f"it was run on {dataset!r}, not the built-in suite")
+    return int(dataset[len(prefix):])
+
+
+def suite_scenes(per_kind: int = 10) -> dict[str, dict]:
     """{case id: its suite line (input_scene, target_scene, instruction, ...)}."""
     with tempfile.TemporaryDirectory() as tmp:
-        jsonl = build_suite(tmp, suite_size, size)
+        jsonl = build_suite(tmp, per_kind)
         lines = Path(jsonl).read_text(encoding="utf-8").splitlines()
     return {case["id"]: case for case in map(json.loads, lines)}
 
@@ -42,8 +52,7 @@ def recolours(report: dict, scenes: dict[str, dict]) -> list[dict]:
         if case["category"] != "recolor" or case["chain"]:
             continue
         if case["id"] not in scenes:
-            raise ValueError(f"case {case['id']!r} is not in the suite; was the report made"
-                             " with another --suite-size?")
+            raise ValueError(f"case {case['id']!r} is not in the suite")
         line = scenes[case["id"]]
         after = {o["cell"]: o for o in line["target_scene"]["objects"]}
         objects = line["input_scene"]["objects"]
@@ -65,12 +74,15 @@ def main() -> None:
             reports.append((path, json.loads(path.read_text(encoding="utf-8"))))
         except (OSError, ValueError) as err:
             parser.error(f"cannot read the suite report {path}: {err}")
-    scenes = suite_scenes()
+    suites: dict[int, dict[str, dict]] = {}
     for path, report in reports:
         try:
-            every = recolours(report, scenes)
+            per_kind = suite_size(report)
+            if per_kind not in suites:
+                suites[per_kind] = suite_scenes(per_kind)
+            every = recolours(report, suites[per_kind])
         except (KeyError, TypeError, ValueError, StopIteration) as err:
-            sys.exit(f"{path} is not a suite report of the default suite: {err}")
+            sys.exit(f"{path} is not a report of the built-in suite: {err}")
         failed = [m for m in every if not m["success"]]
         with_alike = [m for m in every if any(o["alike"] for o in m["others"])]
         alike = sum(not m["success"] for m in with_alike)

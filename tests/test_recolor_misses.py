@@ -24,7 +24,7 @@ def report_failing(scenes, failed_ids):
     cases = [{"id": i, "category": c["category"], "chain": False,
               "turns": [{"turn": 1, "success": i not in failed_ids}]}
              for i, c in scenes.items() if c["category"] == "recolor"]
-    return {"cases": cases}
+    return {"settings": {"dataset": "suite:shapes:10"}, "cases": cases}
 
 
 def test_each_recolour_names_the_object_whose_colour_changes(scenes):
@@ -51,12 +51,21 @@ def test_reports_printed_and_bad_ones_refused(scenes, tmp_path, monkeypatch, cap
     assert 'train-00011 "paint the star purple": medium white star;' in out
 
     stranger = tmp_path / "other.json"
-    stranger.write_text(json.dumps({"cases": [{"id": "train-99999", "category": "recolor",
+    stranger.write_text(json.dumps({"settings": {"dataset": "suite:shapes:10"},
+                                    "cases": [{"id": "train-99999", "category": "recolor",
                                                "chain": False, "turns": [{"success": False}]}]}))
     monkeypatch.setattr(sys, "argv", ["recolor_misses.py", str(stranger)])
     with pytest.raises(SystemExit) as stop:
         recolor_misses.main()
     assert "'train-99999' is not in the suite" in str(stop.value.code)
+
+    # a report of another dataset, named in its settings, is refused before any suite is built
+    own = tmp_path / "own.json"
+    own.write_text(json.dumps({"settings": {"dataset": "/data/edits.jsonl"}, "cases": []}))
+    monkeypatch.setattr(sys, "argv", ["recolor_misses.py", str(own)])
+    with pytest.raises(SystemExit) as stop:
+        recolor_misses.main()
+    assert "run on '/data/edits.jsonl', not the built-in suite" in str(stop.value.code)
 
     missing = str(tmp_path / "missing.json")
     assert "cannot read the suite report" in refused(recolor_misses.main, missing)
