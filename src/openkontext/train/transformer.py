@@ -92,7 +92,8 @@ class FlowTrainConfig:
     colour_contrast: float = 0.0
     # Contrast twins name, where the picture has one, an object of a shape alike the named one's
     # (circle / square, triangle / star / diamond): more than half of the recolour misses paint
-    # such an object (docs/mini.md, session 19).
+    # such an object (docs/mini.md, session 19). In 3,000 steps they did not make those misses
+    # rarer (session 20).
     alike_twins: bool = False
     checkpoint_every: int = 200
     eval_every: int = 1000

@@ -269,12 +269,12 @@ def edit_samples(rng: random.Random, count: int, kinds=None, split: str = "train
     check_contrast(contrast)
     check_contrast(colour_contrast)
     samples: list[EditSample] = []
+    twins = (("object", contrast, functools.partial(contrast_edit, alike=alike_twins)),
+             ("colour", colour_contrast, colour_twin))
     while len(samples) < count:
         sample = sample_edit(rng, kinds, split, kind_weights=kind_weights)
         samples.append(sample)
-        object_twin = functools.partial(contrast_edit, alike=alike_twins)
-        for name, rate, make_twin in (("object", contrast, object_twin),
-                                      ("colour", colour_contrast, colour_twin)):
+        for name, rate, make_twin in twins:
             if rate and len(samples) < count and rng.random() < rate:
                 twin = make_twin(sample, rng, split)
                 if twin is not None:

@@ -35,9 +35,10 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "gray": (128, 128, 128),
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "star")
-# Shapes whose outlines are alike at 64 px: the blobs that fill their box and the pointed ones.
+# Shapes the model takes for one another: the blobs that fill their box and the pointed ones.
 # A recolour that misses mostly paints an object of a shape alike the named one's
-# (benchmarks/object_colours.py; docs/mini.md, session 19).
+# (benchmarks/object_colours.py; docs/mini.md, session 19). The pointed ones are also the
+# closest pairs in pixels; circle and square are not (benchmarks/shape_latents.py, session 20).
 ALIKE_SHAPES: tuple[frozenset[str], ...] = (
     frozenset({"circle", "square"}), frozenset({"triangle", "star", "diamond"}),
 )
