@@ -31,6 +31,7 @@ import typer
 from openkontext.eval import build_suite, evaluate
 from openkontext.eval.dataset import load_cases
 from openkontext.eval.report import ALL_EDITS, GENERATION
+from openkontext.eval.suite import suite_label
 from openkontext.pipeline import Kontext
 from openkontext.train.cli import export
 from openkontext.world.edits import KINDS
@@ -171,7 +172,7 @@ def main() -> None:
             (args.out / name).mkdir(parents=True, exist_ok=True)
             for seed in args.seeds:
                 report = evaluate(kontext, suites[size], seed=seed, preserve=not args.no_preserve)
-                report.settings["dataset"] = f"suite:shapes:{args.suite_size}"
+                report.settings["dataset"] = suite_label(args.suite_size)
                 data = report.write_json(args.out / name / f"suite_seed{seed}{tail}.json")
                 columns[f"{name} s{seed}"] = column(data["summary"], data["cases"])
                 print(f"{name} seed {seed}: {report.seconds:.0f} s", file=sys.stderr)

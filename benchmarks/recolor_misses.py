@@ -19,17 +19,8 @@ import tempfile
 from pathlib import Path
 
 from openkontext.eval import build_suite
+from openkontext.eval.suite import suite_size_of
 from openkontext.world.scene import alike_shapes
-
-
-def suite_size(report: dict) -> int:
-    """The per-kind size of the built-in suite a report was run on (ValueError if another
-    dataset)."""
-    dataset = str(report.get("settings", {}).get("dataset"))
-    prefix = "suite:shapes:"
-    if not dataset.startswith(prefix) or not dataset[len(prefix):].isdigit():
-        raise ValueError(f"it was run on {dataset!r}, not the built-in suite")
-    return int(dataset[len(prefix):])
 
 
 def suite_scenes(per_kind: int = 10) -> dict[str, dict]:
@@ -77,7 +68,7 @@ def main() -> None:
     suites: dict[int, dict[str, dict]] = {}
     for path, report in reports:
         try:
-            per_kind = suite_size(report)
+            per_kind = suite_size_of(report.get("settings", {}).get("dataset"))
             if per_kind not in suites:
                 suites[per_kind] = suite_scenes(per_kind)
             every = recolours(report, suites[per_kind])

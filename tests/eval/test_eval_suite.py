@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 
 from openkontext.eval import build_suite, load_cases
+from openkontext.eval.suite import suite_label, suite_size_of
 from openkontext.world.edits import KINDS
 
 
@@ -35,3 +36,11 @@ def test_same_size_same_suite_and_a_larger_one_extends_it(tmp_path):
 def test_a_suite_needs_at_least_one_case_per_kind(tmp_path):
     with pytest.raises(ValueError, match="at least 1"):
         build_suite(tmp_path, per_kind=0)
+
+
+def test_the_suite_label_names_its_size_and_nothing_else_reads_as_one():
+    assert suite_label(10) == "suite:shapes:10"
+    assert suite_size_of(suite_label(7)) == 7
+    for other in ("/data/edits.jsonl", "suite:shapes:", "suite:shapes:ten", None):
+        with pytest.raises(ValueError, match="not the built-in suite"):
+            suite_size_of(other)

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from openkontext.eval.dataset import DatasetError, load_cases
 from openkontext.eval.report import print_report
 from openkontext.eval.runner import evaluate
-from openkontext.eval.suite import DEFAULT_PER_KIND, SUITES, build_suite
+from openkontext.eval.suite import DEFAULT_PER_KIND, SUITES, build_suite, suite_label
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
@@ -117,7 +117,7 @@ def build_command(load: Loader = load_kontext) -> Callable[..., None]:
                       highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_INTERNAL) from None
         # 3. Tables, and the JSON file.
-        report.settings["dataset"] = f"suite:{suite}:{suite_size}" if suite else str(dataset)
+        report.settings["dataset"] = suite_label(suite_size, suite) if suite else str(dataset)
         print_report(report, out)
         if json_out is not None:
             report.write_json(json_out)

@@ -31,6 +31,20 @@ SEEDS = {"train": 5101, "heldout": 5202, "generation-train": 5303,
          "generation-heldout": 5404, "chain": 5505}
 
 
+def suite_label(per_kind: int, suite: str = "shapes") -> str:
+    """How a report's settings name the built-in suite it ran on: "suite:shapes:N"."""
+    return f"suite:{suite}:{per_kind}"
+
+
+def suite_size_of(label: object, suite: str = "shapes") -> int:
+    """The per-kind size in a label `suite_label` wrote (ValueError for any other dataset)."""
+    prefix = f"suite:{suite}:"
+    text = str(label)
+    if not text.startswith(prefix) or not text[len(prefix):].isdigit():
+        raise ValueError(f"it was run on {text!r}, not the built-in suite")
+    return int(text[len(prefix):])
+
+
 def _relocate(case: dict, part: str) -> dict:
     """Prefix the case's id and its image paths with its part's folder name."""
     case = dict(case, id=f"{part}-{case['id']}")
