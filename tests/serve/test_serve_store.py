@@ -118,15 +118,94 @@ def test_lifecycle(store):
     assert store.get(a.id) is None and store.queue_depth() == 0
 
 
-def test_requeue_running_after_a_crash(store):
-    a = _job(1.0)
+def test_reclaim_takes_back_only_expired_or_dead_claims(store):
+    a, b, c = _job(1.0), _job(2.0), _job(3.0)
+    for job in (a, b, c):
+        store.add(job)
+    store.claim_next("host:1:aaaa", lease=30)
+    store.claim_next("host:2:bbbb", lease=0.2)
+    store.claim_next("host:3:cccc", lease=30)
+    store.set_progress(a.id, 0.4, "host:1:aaaa")
+    store.set_progress(a.id, 0.9, "host:9:zzzz")  # not the owner: ignored
+    assert store.get(a.id).progress == 0.4
+    store.request_cancel(c.id)
+    # A live owner keeps its job; b's lease runs out; c's owner is dead and c was cancelled.
+    time.sleep(0.3)
+    assert store.reclaim(lambda owner: owner == "host:3:cccc") == 2
+    assert store.get(a.id).state == State.RUNNING and store.get(a.id).owner == "host:1:aaaa"
+    back = store.get(b.id)
+    assert (back.state, back.progress, back.started_at, back.owner) == (State.QUEUED, 0.0, None,
+                                                                        None)
+    assert store.get(c.id).state == State.CANCELLED
+    # The heartbeat renews what the owner still holds and reports what it lost.
+    assert store.heartbeat([a.id, b.id], "host:1:aaaa", 30) == {a.id}
+    assert store.claim_next("host:4:dddd").id == b.id
+    assert store.heartbeat([b.id], "host:2:bbbb", 30) == set()
+
+
+def test_finish_is_idempotent_and_only_for_the_owner(store):
+    from openkontext.serve.usage import Usage
+
+    a = _job(1.0, owner="k")
     store.add(a)
-    store.claim_next()
-    store.set_progress(a.id, 0.4)
-    assert store.requeue_running() == 1
-    back = store.get(a.id)
-    assert back.state == State.QUEUED and back.progress == 0.0 and back.started_at is None
-    assert store.claim_next().id == a.id
+    store.claim_next("host:1:aaaa")
+    charge = ("k", Usage(jobs=1, images=1))
+    assert not store.finish(a.id, State.READY, {"files": ["0.png"]}, charge=charge,
+                            owner="host:2:bbbb")
+    assert store.get(a.id).state == State.RUNNING
+    assert store.finish(a.id, State.READY, {"files": ["0.png"]}, charge=charge,
+                        owner="host:1:aaaa", webhook=True)
+    # A second finisher, owner or not, changes nothing and charges nothing.
+    assert not store.finish(a.id, State.ERROR, None, {"error": "x"}, charge=charge,
+                            owner="host:1:aaaa")
+    assert not store.finish(a.id, State.ERROR, None, {"error": "x"}, charge=charge)
+    assert not store.requeue(a.id)
+    done = store.get(a.id)
+    assert done.state == State.READY and done.details is None
+    assert store.usage("k").total.jobs == 1
+
+
+def test_owner_dead_judges_only_this_host():
+    import os
+    import socket
+
+    from openkontext.serve.store import owner_dead, owner_id
+
+    me = owner_id()
+    host = socket.gethostname()
+    assert not owner_dead(me, me)
+    assert owner_dead(f"{host}:{os.getpid()}:0ther0ne", me)  # this pid, an earlier process
+    assert not owner_dead(f"{host}:1:abcd1234", me)  # pid 1 runs
+    assert owner_dead(f"{host}:{2**22 + 12345}:abcd1234", me)  # above pid_max: no such pid
+    assert not owner_dead(f"other-{host}:{2**22 + 12345}:abcd1234", me)
+
+
+def test_create_tables_adds_the_lease_columns_to_an_older_table(tmp_path):
+    from sqlalchemy import create_engine
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE openkontext_jobs (id VARCHAR(36) PRIMARY KEY, tier VARCHAR(16) NOT "
+            "NULL, state VARCHAR(24) NOT NULL, params TEXT NOT NULL, base_url VARCHAR(512) NOT "
+            "NULL, api_key_hash VARCHAR(80) NOT NULL, idempotency_key VARCHAR(255), "
+            "fingerprint VARCHAR(64), progress FLOAT NOT NULL, created_at FLOAT NOT NULL, "
+            "started_at FLOAT, finished_at FLOAT, result TEXT, details TEXT, cancel_requested "
+            "BOOLEAN NOT NULL, webhook_state VARCHAR(16), webhook_secret VARCHAR(256))"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO openkontext_jobs VALUES ('j1', 'pro', 'running', '{}', 'http://h', '', "
+            "NULL, NULL, 0.5, 1.0, 2.0, NULL, NULL, NULL, 0, NULL, NULL)"
+        )
+    engine.dispose()
+    store = JobStore(url)
+    store.create_tables()
+    old = store.get("j1")
+    assert old.state == State.RUNNING and old.owner is None and old.lease_until is None
+    assert store.reclaim() == 1  # a claim without a lease is taken back
+    assert store.claim_next("host:1:aaaa").id == "j1"
+    store.close()
 
 
 def test_usage_accumulates_per_key_in_the_finishing_transaction(store):

@@ -3,7 +3,14 @@
 Works on SQLite (the default: a file in WAL mode, so readers never wait for the worker) and
 PostgreSQL (`postgresql+psycopg://...`). Timestamps are Unix seconds (floats). A job moves
 queued -> running -> one of the terminal states; `claim_next` moves it atomically, so two
-workers never take the same job. Jobs left running by a crash are put back by `requeue_running`.
+workers never take the same job.
+
+Several processes may share one store. A claim records its owner (`owner_id()`: host, process,
+token) and a lease that the owner renews with `heartbeat`; only a job whose lease has expired,
+or whose owner is known to be dead (`reclaim`), is put back in the queue, so a process that
+starts never takes the job another live process is running. Every write about a running job
+names its owner and changes nothing once the job has another owner or has finished, so a job
+is finished, charged and reported exactly once.
 Admission (the queue bound and the per-key limit) is checked in the inserting transaction under a
 database-wide lock, so it holds across every process that shares the database.
 """
@@ -11,9 +18,12 @@ database-wide lock, so it holds across every process that shares the database.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 import uuid
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -29,6 +39,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
     text,
     update,
@@ -104,6 +115,33 @@ class Job:
     cancel_requested: bool = False
     webhook_state: str | None = None  # pending, delivered, failed
     webhook_secret: str | None = None
+    owner: str | None = None  # the process running it (owner_id())
+    lease_until: float | None = None  # it is put back in the queue after this
+
+
+def owner_id() -> str:
+    """'host:pid:token', unique to this process; the token tells a restarted process that
+    reuses a pid (pid 1 in a container) from the one before it."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_dead(owner: str, me: str) -> bool:
+    """True when `owner` is a process of this host that no longer runs. Owners on other hosts
+    are never judged: their jobs come back when their lease expires."""
+    host, _, rest = owner.partition(":")
+    pid_text, _, token = rest.partition(":")
+    my_host, my_pid, _ = me.split(":")
+    if host != my_host or not pid_text.isdigit():
+        return False
+    if pid_text == my_pid:
+        return owner != me  # this pid, an earlier process: it died and the pid came back
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def _table(metadata: MetaData, name: str) -> Table:
@@ -127,6 +165,8 @@ def _table(metadata: MetaData, name: str) -> Table:
         Column("cancel_requested", Boolean, nullable=False, default=False),
         Column("webhook_state", String(16)),
         Column("webhook_secret", String(256)),
+        Column("owner", String(128)),
+        Column("lease_until", Float),
     )
     # NULL keys are distinct in both databases, so jobs without a key never collide.
     Index(f"{name}_idem", table.c.api_key_hash, table.c.idempotency_key, unique=True)
@@ -155,7 +195,16 @@ class JobStore:
         self.usage_t = usage_table(self.metadata, f"{table}_usage_hourly")
 
     def create_tables(self) -> None:
+        """Create missing tables, and add the columns a table made by an older version lacks."""
         self.metadata.create_all(self.engine)
+        have = {c["name"] for c in inspect(self.engine).get_columns(self.t.name)}
+        with self.engine.begin() as conn:
+            for column in self.t.columns:
+                if column.name not in have:
+                    kind = column.type.compile(dialect=self.engine.dialect)
+                    conn.exec_driver_sql(
+                        f'ALTER TABLE "{self.t.name}" ADD COLUMN "{column.name}" {kind}'
+                    )
 
     def drop_tables(self) -> None:
         self.metadata.drop_all(self.engine)
@@ -221,8 +270,9 @@ class JobStore:
     def new_id() -> str:
         return str(uuid.uuid4())
 
-    def claim_next(self) -> Job | None:
-        """Move the oldest queued job to running and return it; None when nothing is queued."""
+    def claim_next(self, owner: str = "", lease: float = 30.0) -> Job | None:
+        """Move the oldest queued job to running under `owner`'s lease of `lease` seconds and
+        return it; None when nothing is queued."""
         t = self.t
         while True:
             with self.engine.connect() as conn:
@@ -232,25 +282,42 @@ class JobStore:
                 ).first()
             if row is None:
                 return None
-            job = self.claim(row.id)
+            job = self.claim(row.id, owner, lease)
             if job is not None:
                 return job
 
-    def claim(self, job_id: str) -> Job | None:
-        """Move this job from queued to running; None when it is no longer queued (another
-        worker took it, or it was cancelled)."""
-        t = self.t
+    def claim(self, job_id: str, owner: str = "", lease: float = 30.0) -> Job | None:
+        """Move this job from queued to running under `owner`'s lease; None when it is no
+        longer queued (another worker took it, or it was cancelled)."""
+        t, now = self.t, time.time()
         with self.engine.begin() as conn:
             taken = conn.execute(
                 update(t).where(t.c.id == job_id, t.c.state == State.QUEUED)
-                .values(state=State.RUNNING, started_at=time.time(), progress=0.0)
+                .values(state=State.RUNNING, started_at=now, progress=0.0, owner=owner,
+                        lease_until=now + lease)
             ).rowcount
         return self.get(job_id) if taken else None
 
-    def set_progress(self, job_ids: str | list[str], progress: float) -> None:
-        ids = [job_ids] if isinstance(job_ids, str) else job_ids
+    def heartbeat(self, job_ids: Iterable[str], owner: str, lease: float) -> set[str]:
+        """Renew `owner`'s lease on these running jobs; -> the ids it still holds (a job it
+        lost was taken back after its lease expired, or has finished)."""
+        t, ids = self.t, list(job_ids)
+        if not ids:
+            return set()
+        mine = (t.c.id.in_(ids), t.c.owner == owner, t.c.state == State.RUNNING)
         with self.engine.begin() as conn:
-            conn.execute(update(self.t).where(self.t.c.id.in_(ids)).values(progress=progress))
+            conn.execute(update(t).where(*mine).values(lease_until=time.time() + lease))
+            rows = conn.execute(select(t.c.id).where(*mine)).all()
+        return {r.id for r in rows}
+
+    def set_progress(self, job_ids: str | list[str], progress: float,
+                     owner: str | None = None) -> None:
+        ids = [job_ids] if isinstance(job_ids, str) else job_ids
+        where = [self.t.c.id.in_(ids), self.t.c.state == State.RUNNING]
+        if owner is not None:
+            where.append(self.t.c.owner == owner)
+        with self.engine.begin() as conn:
+            conn.execute(update(self.t).where(*where).values(progress=progress))
 
     def finish(
         self,
@@ -260,37 +327,62 @@ class JobStore:
         details: dict | None = None,
         webhook: bool = False,
         charge: tuple[str, Usage] | None = None,
-    ) -> None:
-        """Record a job's outcome; `charge` = (API key hash, usage to add), in the same
-        transaction."""
+        owner: str | None = None,
+    ) -> bool:
+        """Record a job's outcome, with `charge` = (API key hash, usage to add) in the same
+        transaction; -> False, changing nothing, when the job has already finished or (with
+        `owner`) is no longer that owner's."""
+        t = self.t
         values = dict(
             state=state,
             finished_at=time.time(),
             result=_dumps(result),
             details=_dumps(details),
+            lease_until=None,
         )
         if state == State.READY:
             values["progress"] = 1.0
         if webhook:
             values["webhook_state"] = "pending"
+        where = [t.c.id == job_id, t.c.state.in_([State.QUEUED, State.RUNNING])]
+        if owner is not None:
+            where += [t.c.owner == owner, t.c.state == State.RUNNING]
         with self.engine.begin() as conn:
-            conn.execute(update(self.t).where(self.t.c.id == job_id).values(**values))
+            if not conn.execute(update(t).where(*where).values(**values)).rowcount:
+                return False
             if charge is not None:
                 add_usage(conn, self.usage_t, *charge)
+        return True
 
-    def requeue(self, job_id: str) -> None:
+    def requeue(self, job_id: str, owner: str | None = None) -> bool:
+        """Put a running job back in the queue (with `owner`: only if it is still theirs)."""
+        t = self.t
+        where = [t.c.id == job_id, t.c.state == State.RUNNING]
+        if owner is not None:
+            where.append(t.c.owner == owner)
         with self.engine.begin() as conn:
-            conn.execute(
-                update(self.t).where(self.t.c.id == job_id)
-                .values(state=State.QUEUED, started_at=None, progress=0.0)
-            )
+            return bool(conn.execute(update(t).where(*where).values(**_QUEUED_AGAIN)).rowcount)
 
-    def requeue_running(self) -> int:
-        """Put jobs a dead process left running back in the queue; -> how many."""
+    def reclaim(self, is_dead: Callable[[str], bool] = lambda owner: False,
+                now: float | None = None) -> int:
+        """Take back running jobs whose lease has expired or whose owner `is_dead`: back in the
+        queue, or cancelled if their owner asked; -> how many."""
+        t, now = self.t, time.time() if now is None else now
+        with self.engine.connect() as conn:
+            owners = conn.execute(
+                select(t.c.owner).where(t.c.state == State.RUNNING).distinct()
+            ).scalars().all()
+        dead = [o for o in owners if o and is_dead(o)]
+        lapsed = (t.c.lease_until.is_(None) | (t.c.lease_until < now) | t.c.owner.in_(dead))
+        running = (t.c.state == State.RUNNING, lapsed)
         with self.engine.begin() as conn:
-            return conn.execute(
-                update(self.t).where(self.t.c.state == State.RUNNING)
-                .values(state=State.QUEUED, started_at=None, progress=0.0)
+            cancelled = conn.execute(
+                update(t).where(*running, t.c.cancel_requested.is_(True))
+                .values(state=State.CANCELLED, finished_at=now, lease_until=None,
+                        details=_dumps({"error": "cancelled by request"}))
+            ).rowcount
+            return cancelled + conn.execute(
+                update(t).where(*running).values(**_QUEUED_AGAIN)
             ).rowcount
 
     def request_cancel(self, job_id: str) -> State | None:
@@ -407,6 +499,10 @@ class JobStore:
         return [_job(r) for r in rows]
 
 
+_QUEUED_AGAIN = dict(state=State.QUEUED, started_at=None, progress=0.0, owner=None,
+                     lease_until=None)
+
+
 def _dumps(value: dict | None) -> str | None:
     return None if value is None else json.dumps(value)
 
@@ -423,7 +519,7 @@ def _row(job: Job) -> dict:
         progress=job.progress, created_at=job.created_at, started_at=job.started_at,
         finished_at=job.finished_at, result=_dumps(job.result), details=_dumps(job.details),
         cancel_requested=job.cancel_requested, webhook_state=job.webhook_state,
-        webhook_secret=job.webhook_secret,
+        webhook_secret=job.webhook_secret, owner=job.owner, lease_until=job.lease_until,
     )
 
 
@@ -436,5 +532,5 @@ def _job(row) -> Job:
         fingerprint=m["fingerprint"], started_at=m["started_at"],
         finished_at=m["finished_at"], result=_loads(m["result"]), details=_loads(m["details"]),
         cancel_requested=bool(m["cancel_requested"]), webhook_state=m["webhook_state"],
-        webhook_secret=m["webhook_secret"],
+        webhook_secret=m["webhook_secret"], owner=m["owner"], lease_until=m["lease_until"],
     )

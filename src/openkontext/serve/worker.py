@@ -3,8 +3,14 @@
 HTTP handlers only write jobs to the store and `wake()` the worker. The worker claims the oldest
 queued job, claims the queued jobs that can share its batch, runs them all with one
 `Kontext.run_many` call off the event loop, writes progress and outcomes back, and hands
-finished jobs with a webhook to `Webhooks`. On start it puts back jobs a killed process left
-running, so they are finished after a restart. Cancellation is checked between denoising steps.
+finished jobs with a webhook to `Webhooks`.
+
+Every job it runs is held under a lease in the store (see store.py), renewed by a heartbeat
+thread while the model runs. On start, and every few seconds after, it takes back jobs whose
+lease expired or whose process on this host is gone, so a killed or hung process's jobs are
+finished by whichever process is alive, once. A job whose lease this worker lost is dropped
+without a word: its new owner finishes it. Cancellation is checked between the transformer's
+blocks; a job cancelled while the server shuts down is recorded as cancelled, not requeued.
 
 Batching rule: jobs share a batch when the pipeline plans them to the same steps, guidance,
 output size and input-image sizes (`Plan.batch_key`), up to `max_batch_images` output images
@@ -31,7 +37,7 @@ from openkontext.serve import retention
 from openkontext.serve.metrics import Metrics
 from openkontext.serve.moderation import ImageClassifier, PromptUpsampler
 from openkontext.serve.settings import ServeSettings
-from openkontext.serve.store import Job, JobStore, State
+from openkontext.serve.store import Job, JobStore, State, owner_dead, owner_id
 from openkontext.serve.upsampling import UpsamplingError
 from openkontext.serve.usage import Usage
 
@@ -39,11 +45,16 @@ log = logging.getLogger("openkontext.serve.worker")
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 PROGRESS_INTERVAL = 0.2  # seconds between progress writes
 BATCH_WINDOW = 16  # queued jobs looked at for companions of the oldest one
+RECLAIM_SECONDS = 2.0  # most time between two looks for jobs of dead or hung processes
 Outcome = tuple[State, dict | None, dict | None]  # state, result, details
 
 
 class _Stopping(Exception):
     """The job was interrupted by shutdown, not by its owner: it goes back in the queue."""
+
+
+class _LeaseLost(Exception):
+    """Another process took the batch's jobs back after this one's lease expired."""
 
 
 @dataclass
@@ -78,11 +89,17 @@ class Worker:
         self.kontext: Kontext | None = None
         self.load_error: str | None = None
         self.running: list[str] = []  # ids of the jobs being run
+        self.owner = owner_id()  # this process, as the store's claims name it
+        self.lease = settings.job_lease_seconds
+        self._lost: set[str] = set()  # running jobs whose lease went to another process
         self._keys: dict[str, tuple | None] = {}  # batch keys of queued jobs looked at
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._main, name="openkontext-worker", daemon=True)
+        self._beat = threading.Thread(target=self._heartbeat, name="openkontext-lease",
+                                      daemon=True)
         self._last_sweep = 0.0
+        self._last_reclaim = 0.0
 
     @property
     def state(self) -> str:
@@ -94,10 +111,9 @@ class Worker:
         return self.running[0] if self.running else None
 
     def start(self) -> None:
-        n = self.store.requeue_running()
-        if n:
-            log.info("put %d interrupted job(s) back in the queue", n)
+        self._reclaim()
         self._thread.start()
+        self._beat.start()
 
     def wake(self) -> None:
         self._wake.set()
@@ -107,6 +123,31 @@ class Worker:
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if self._beat.is_alive():
+            self._beat.join(timeout)
+
+    # -- leases ------------------------------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        """Renew the lease on the running jobs every third of a lease; note the ones lost."""
+        while not self._stop.wait(self.lease / 3):
+            running = list(self.running)
+            try:
+                held = self.store.heartbeat(running, self.owner, self.lease)
+            except Exception:  # the store is down: retry; the lease may run out meanwhile
+                log.exception("renewing the lease on jobs %s failed", running)
+                continue
+            lost = set(running) - held
+            if lost:
+                log.warning("jobs %s were taken back by another process", sorted(lost))
+                self._lost |= lost
+
+    def _reclaim(self) -> None:
+        """Put back in the queue the jobs of processes that died or stopped renewing."""
+        self._last_reclaim = time.monotonic()
+        n = self.store.reclaim(lambda owner: owner_dead(owner, self.owner))
+        if n:
+            log.info("took back %d job(s) from processes that stopped", n)
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -121,6 +162,8 @@ class Worker:
         while not self._stop.is_set():
             try:
                 self._sweep(interval)
+                if time.monotonic() - self._last_reclaim >= min(self.lease / 2, RECLAIM_SECONDS):
+                    self._reclaim()
                 batch = self._claim_batch()
                 if not batch:
                     self._wake.wait(min(1.0, interval))
@@ -132,6 +175,7 @@ class Worker:
                 time.sleep(0.1)
             finally:
                 self.running = []
+                self._lost.clear()
 
     def _sweep(self, interval: float) -> None:
         now = time.time()
@@ -144,7 +188,7 @@ class Worker:
     def _claim_batch(self) -> list[_Prepared]:
         """The oldest queued job that can run, and queued jobs that fit in its batch; [] when
         nothing is queued."""
-        while (job := self.store.claim_next()) is not None:
+        while (job := self.store.claim_next(self.owner, self.lease)) is not None:
             self.running = [job.id]
             first = self._prepare(job)
             if first is not None:
@@ -162,12 +206,12 @@ class Worker:
             n = job.params.get("num_images", 1)
             if n > room or self._key_of(job) != first.key:
                 continue
-            claimed = self.store.claim(job.id)
+            claimed = self.store.claim(job.id, self.owner, self.lease)
             ready = self._prepare(claimed) if claimed is not None else None
             if ready is None:
                 continue
             if ready.key != first.key:  # not expected: the key does not depend on the prompt
-                self.store.requeue(job.id)
+                self.store.requeue(job.id, self.owner)
                 continue
             self.running.append(job.id)
             found.append(ready)
@@ -237,11 +281,13 @@ class Worker:
             now = time.monotonic()
             if i == n or now - last[0] >= PROGRESS_INTERVAL:
                 last[0] = now
-                self.store.set_progress(ids, round(0.99 * i / n, 4))
+                self.store.set_progress(ids, round(0.99 * i / n, 4), self.owner)
 
         def cancelled() -> bool:
             if self._stop.is_set():
                 raise _Stopping
+            if self._lost & set(ids):
+                raise _LeaseLost
             return len(self.store.cancel_requested_among(ids)) == len(ids)
 
         # 1. The pipeline, once for the whole batch.
@@ -252,8 +298,16 @@ class Worker:
             results = kontext.run_many([(p.prompt, p.images, p.settings) for p in batch],
                                        on_step=on_step, cancelled=cancelled)
         except _Stopping:
-            for job_id in ids:
-                self.store.requeue(job_id)
+            cancelled_ids = self.store.cancel_requested_among(ids)
+            for p in batch:
+                if p.job.id in cancelled_ids:
+                    outcome = (State.CANCELLED, None, {"error": "cancelled by request"})
+                    self._finish(p.job, outcome, time.monotonic() - started)
+                else:
+                    self.store.requeue(p.job.id, self.owner)
+            return
+        except _LeaseLost:
+            log.warning("dropped jobs %s: their lease went to another process", ids)
             return
         except flow.Cancelled:
             failure = (State.CANCELLED, None, {"error": "cancelled by request"})
@@ -314,8 +368,11 @@ class Worker:
             usage.images = len(result["files"])
             usage.megapixels = usage.images * result["width"] * result["height"] / 1e6
         webhook = bool(job.params.get("webhook_url"))
-        self.store.finish(job.id, state, result, details, webhook=webhook,
-                          charge=(job.api_key_hash, usage))
+        if not self.store.finish(job.id, state, result, details, webhook=webhook,
+                                 charge=(job.api_key_hash, usage), owner=self.owner):
+            log.warning("job %s was finished or taken back elsewhere; its outcome here (%s) "
+                        "is dropped", job.id, state)
+            return
         if job.started_at is not None:
             self.metrics.job_seconds.observe(time.time() - job.started_at)
         retention.job_done(self.settings, job.id)
