@@ -73,6 +73,15 @@ class ServeSettings(BaseSettings):
     queue_max_size: int = Field(default=32, ge=1)
     max_jobs_per_key: int | None = Field(default=None, ge=1)  # queued + running, per API key
     max_batch_images: int = Field(default=4, ge=1)  # images per model batch; 1: no batching
+    # A job's work: steps x images x (output + input megapixels); refused at submission above
+    # this (the default lets four 1 MP images at 50 steps through, not a 4 MP image at 50).
+    max_job_megapixel_steps: float = Field(default=200.0, gt=0)
+    # Request bodies larger than this get 413 before they are read whole; None: what four input
+    # images of max_input_bytes need in base64, plus 1 MiB for the rest of the body.
+    max_body_bytes: int | None = Field(default=None, ge=1024)
+    # A running job's claim lasts this long unless its process renews it (every third of it);
+    # a process that dies or hangs gives its jobs back to the queue after it.
+    job_lease_seconds: float = Field(default=30.0, ge=0.5)
     # Retention.
     result_ttl_seconds: float = Field(default=24 * 3600, gt=0)  # then job and files go
     signed_url_expiry_seconds: float = Field(default=600, gt=0)
@@ -183,6 +192,12 @@ class ServeSettings(BaseSettings):
     def image_limits(self) -> ImageLimits:
         side = self.max_input_side
         return ImageLimits(max_bytes=self.max_input_bytes, max_side=side, max_pixels=side * side)
+
+    @property
+    def body_limit(self) -> int:
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        return 4 * (4 * -(-self.max_input_bytes // 3)) + 1024 * 1024
 
     @property
     def auth_required(self) -> bool:
