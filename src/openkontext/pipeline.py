@@ -137,6 +137,34 @@ def uses_classifier_free(model: LoadedModel, guidance: float | None) -> bool:
     return cfg_model and guidance is not None and guidance > 1
 
 
+BLOCK_CHECK_SECONDS = 0.1  # least time between two cancellation checks inside a step
+
+
+@contextmanager
+def _checked_between_blocks(flux: Flux, cancelled: Callable[[], bool] | None):
+    """Also ask `cancelled()` before the transformer's blocks (at most every BLOCK_CHECK_SECONDS),
+    so a cancel stops a long step within about a block's time instead of at its end."""
+    if cancelled is None:
+        yield
+        return
+    last = [time.monotonic()]
+
+    def check(_module, _args) -> None:
+        now = time.monotonic()
+        if now - last[0] >= BLOCK_CHECK_SECONDS:
+            last[0] = now
+            if cancelled():
+                raise flow.Cancelled("cancelled inside a step")
+
+    hooks = [b.register_forward_pre_hook(check) for b in (*flux.double_blocks,
+                                                          *flux.single_blocks)]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 @torch.no_grad()
 def sample_latents(
     model: LoadedModel,
@@ -159,7 +187,7 @@ def sample_latents(
     scale = guidance
     if not model.flux.params.guidance_embed:
         guidance = None
-    with model.using(model.flux) as flux:
+    with model.using(model.flux) as flux, _checked_between_blocks(flux, cancelled):
         if empty_text is not None:
             flux = flow.classifier_free(flux, *empty_text, scale)
         out = flow.denoise(
@@ -315,6 +343,19 @@ class Plan:
         refs = tuple(img.size for img in self.ref_images)
         return (self.steps, self.guidance, self.width, self.height, refs)
 
+    @property
+    def megapixel_steps(self) -> float:
+        return megapixel_steps(self.steps, len(self.seeds), (self.width, self.height),
+                               [img.size for img in self.ref_images])
+
+
+def megapixel_steps(steps: int, images: int, output: tuple[int, int],
+                    references: Sequence[tuple[int, int]]) -> float:
+    """A run's work in megapixel-steps: every step of every output image passes the output's
+    tokens and its references' through the transformer."""
+    pixels = output[0] * output[1] + sum(w * h for w, h in references)
+    return steps * images * pixels / 1e6
+
 
 def choose_device(device: str | None = None) -> torch.device:
     """cuda > mps > cpu unless given."""
@@ -456,6 +497,7 @@ class Kontext:
             settings.aspect_ratio,
             settings.width,
             settings.height,
+            max_side=preset.max_side,
         )
         ref_sizes = [resolve_size(preset, img.size) for img in pil]
         ref_images = [imaging.resize_image(img, s) for img, s in zip(pil, ref_sizes, strict=True)]

@@ -39,19 +39,24 @@ def mini_model() -> LoadedModel:
 
 class SlowKontext(Kontext):
     """The mini model with a pause after every step (and an optional gate before each batch),
-    so a test can act while a job is running. The worker runs every batch with `run_many`."""
+    so a test can act while a job is running. The worker runs every batch with `run_many`.
+    A job whose prompt is `fail` fails when it runs (ValueError), as a job the model cannot
+    do would."""
 
     def __init__(self, model: LoadedModel, step_delay: float = 0.0,
-                 gate: threading.Event | None = None):
+                 gate: threading.Event | None = None, fail: str | None = None):
         super().__init__(model)
         self.step_delay = step_delay
         self.gate = gate
+        self.fail = fail
         self.batches: list[list[str]] = []  # the prompts of every batch run, in order
 
     def run_many(self, requests, on_step=None, cancelled=None):
         self.batches.append([prompt for prompt, _, _ in requests])
         if self.gate is not None:
             self.gate.wait(30)
+        if any(prompt == self.fail for prompt, _, _ in requests):
+            raise ValueError(f"the model cannot do {self.fail!r}")
 
         def slow_step(i: int, n: int) -> None:
             time.sleep(self.step_delay)

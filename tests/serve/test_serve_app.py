@@ -9,7 +9,7 @@ from PIL import Image
 
 from openkontext.serve import urls
 
-from .conftest import png_b64
+from .conftest import SlowKontext, png_b64
 
 
 def test_edit_round_trip(serve):
@@ -57,14 +57,41 @@ def test_generation_batch_is_deterministic(serve):
     assert images[0].content != images[1].content  # different seeds
 
 
-def test_runtime_error_status(serve):
-    live = serve()
-    # Valid fields, but a 128:1 shape the model cannot produce: refused when the job runs.
-    r = live.submit({"prompt": "a line", "width": 2048, "height": 16, "steps": 1})
+def test_runtime_error_status(serve, mini_model):
+    live = serve(SlowKontext(mini_model, fail="a line"))
+    r = live.submit({"prompt": "a line", "steps": 1})
     body = live.wait(r.json()["polling_url"])
     assert body["status"] == "Error"
-    assert "21:9" in body["details"]["error"]
+    assert body["details"]["error"] == "the model cannot do 'a line'"
     assert body["result"] is None
+
+
+def test_sizes_the_model_cannot_make_are_refused_at_submission(serve):
+    live = serve()
+    # Valid fields, but a 128:1 shape, and a side over the mini model's 128.
+    line = live.submit({"prompt": "a line", "width": 2048, "height": 16, "steps": 1})
+    assert line.status_code == 422
+    assert line.json()["detail"][0]["loc"] == ["body", "width"]
+    assert "between 16 and 128" in line.json()["detail"][0]["msg"]
+    big = live.submit({"prompt": "big", "width": 2048, "height": 2048, "num_images": 4,
+                       "steps": 50})
+    assert big.status_code == 422 and "128" in big.json()["detail"][0]["msg"]
+    assert live.services.store.queue_depth() == 0
+
+
+def test_work_over_the_budget_is_refused_at_submission(serve):
+    live = serve(max_job_megapixel_steps=1.0)
+    # 128 x 128 x 4 images x 20 steps = 1.31 megapixel-steps; one image fits.
+    over = live.submit({"prompt": "x", "width": 128, "height": 128, "num_images": 4,
+                        "steps": 20})
+    assert over.status_code == 422
+    detail = over.json()["detail"][0]
+    assert detail["loc"] == ["body", "num_images"]
+    assert detail["msg"].startswith("this job is 1.31 megapixel-steps")
+    assert "limit of 1 (max_job_megapixel_steps)" in detail["msg"]
+    ok = live.submit({"prompt": "x", "width": 128, "height": 128, "steps": 20})
+    assert ok.status_code == 200
+    assert live.wait(ok.json()["polling_url"])["status"] == "Ready"
 
 
 def test_unknown_job_and_signed_urls(serve):

@@ -26,7 +26,7 @@ def _until(condition, timeout: float = 10.0) -> None:
 
 def test_inputs_are_deleted_when_their_job_is_done(serve, mini_model):
     gate = threading.Event()
-    kontext = SlowKontext(mini_model, gate=gate)
+    kontext = SlowKontext(mini_model, gate=gate, fail="c")
     live = serve(kontext)
     s = live.services.settings
     try:
@@ -44,10 +44,14 @@ def test_inputs_are_deleted_when_their_job_is_done(serve, mini_model):
     # final status a moment before the folder goes.
     assert live.wait(running["polling_url"])["status"] == "Ready"
     _until(lambda: not retention.input_dir(s, running["id"]).exists())  # finished: gone
-    failed = live.submit({"prompt": "c", "input_image": png_b64(), "width": 2048,
-                          "height": 16}).json()
+    failed = live.submit({"prompt": "c", "input_image": png_b64(), "steps": 1}).json()
     assert live.wait(failed["polling_url"])["status"] == "Error"
     _until(lambda: not retention.input_dir(s, failed["id"]).exists())
+    # Refused at submission (a size the model cannot make): no input is ever stored.
+    refused = live.submit({"prompt": "d", "input_image": png_b64(), "width": 2048,
+                           "height": 16})
+    assert refused.status_code == 422
+    assert list(s.inputs_dir.iterdir()) == []
 
 
 def test_results_expire_after_the_ttl_and_kept_inputs_with_them(serve):

@@ -1,11 +1,14 @@
-"""The worker: a graceful stop puts the running job back (batching: test_serve_batching)."""
+"""The worker: a graceful stop puts the running job back, unless it was cancelled; cancel
+stops a job inside a step (batching: test_serve_batching; leases: test_serve_multiprocess)."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import httpx
 
+from openkontext.pipeline import Kontext, LoadedModel
 from openkontext.serve.app import create_app
 from openkontext.serve.settings import ServeSettings
 from openkontext.serve.store import JobStore, State
@@ -30,3 +33,45 @@ def test_graceful_stop_requeues_the_running_job(tmp_path, mini_model):
     after = JobStore(settings.db_url).get(job["id"])
     assert after.state == State.QUEUED and after.progress == 0.0
 
+
+
+def test_a_job_cancelled_as_the_server_stops_is_not_run_again(tmp_path, mini_model):
+    gate = threading.Event()
+    settings = ServeSettings(data_dir=tmp_path, image_classifier="none")
+    app = create_app(settings, lambda: SlowKontext(mini_model, gate=gate))
+    server, thread, url = start_server(app)
+    store = app.state.services.store
+    try:
+        job = httpx.post(f"{url}/v1/flux-kontext-dev", json={"prompt": "x", "steps": 5}).json()
+        _until(lambda: store.get(job["id"]).state == State.RUNNING)  # held at the gate
+        assert httpx.post(f"{url}/v1/cancel", params={"id": job["id"]}).json()["cancelled"]
+    finally:
+        server.should_exit = True  # the worker is told to stop before the batch starts
+        _until(lambda: app.state.services.worker._stop.is_set())
+        gate.set()
+        thread.join(30)
+    after = JobStore(settings.db_url).get(job["id"])
+    assert after.state == State.CANCELLED and after.details == {"error": "cancelled by request"}
+
+
+def test_cancel_stops_a_running_job_inside_a_long_step(serve):
+    model = LoadedModel.random("mini", seed=0)
+    for block in (*model.flux.double_blocks, *model.flux.single_blocks):
+        block.register_forward_pre_hook(lambda *_: time.sleep(0.5))  # a step takes 3 s
+    live = serve(Kontext(model))
+    job = live.submit({"prompt": "slow", "steps": 2}).json()
+    store = live.services.store
+    _until(lambda: store.get(job["id"]).state == State.RUNNING)
+    time.sleep(0.7)  # well inside the first step
+    asked = time.monotonic()
+    assert live.client.post("/v1/cancel", params={"id": job["id"]}).json()["cancelled"]
+    _until(lambda: store.get(job["id"]).state == State.CANCELLED, timeout=10)
+    assert time.monotonic() - asked < 1.5  # a block and a check, not the rest of the step
+    assert live.wait(job["polling_url"])["details"] == {"error": "cancelled by request"}
+
+
+def _until(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)

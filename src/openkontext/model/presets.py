@@ -51,6 +51,12 @@ class ModelPreset:
         """Image sides must be multiples of this (autoencoder factor x 2x2 packing)."""
         return self.ae.downsample * 2
 
+    @property
+    def max_side(self) -> int:
+        """The longest output side asked for by width/height: twice the trained size (2048 for
+        Kontext [dev]; 128 for mini, whose work grows with the square of it)."""
+        return 2 * self.native_size
+
 
 PRESETS: dict[str, ModelPreset] = {
     "kontext-dev": ModelPreset(

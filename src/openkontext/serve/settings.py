@@ -74,8 +74,9 @@ class ServeSettings(BaseSettings):
     max_jobs_per_key: int | None = Field(default=None, ge=1)  # queued + running, per API key
     max_batch_images: int = Field(default=4, ge=1)  # images per model batch; 1: no batching
     # A job's work: steps x images x (output + input megapixels); refused at submission above
-    # this (the default lets four 1 MP images at 50 steps through, not a 4 MP image at 50).
-    max_job_megapixel_steps: float = Field(default=200.0, gt=0)
+    # this (the default lets four 1 MP edits of a 1 MP picture at 50 steps through, not four
+    # 4 MP images).
+    max_job_megapixel_steps: float = Field(default=400.0, gt=0)
     # Request bodies larger than this get 413 before they are read whole; None: what four input
     # images of max_input_bytes need in base64, plus 1 MiB for the rest of the body.
     max_body_bytes: int | None = Field(default=None, ge=1024)

@@ -34,6 +34,7 @@ from openkontext.files import atomic_write
 from openkontext.imaging import ImageError, load_image
 from openkontext.pipeline import Kontext, Result, Settings
 from openkontext.serve import retention
+from openkontext.serve.inputs import over_budget
 from openkontext.serve.metrics import Metrics
 from openkontext.serve.moderation import ImageClassifier, PromptUpsampler
 from openkontext.serve.settings import ServeSettings
@@ -242,7 +243,11 @@ class Worker:
                     raise ValueError("prompt_upsampling is not available on this server")
                 prompt = self.prompt_upsampler(prompt, images)
             settings = self._run_settings(job)
-            key = self.kontext.plan(prompt, images, settings).batch_key
+            plan = self.kontext.plan(prompt, images, settings)
+            if plan.megapixel_steps > self.settings.max_job_megapixel_steps:
+                raise ValueError(over_budget(plan.megapixel_steps,
+                                             self.settings.max_job_megapixel_steps))
+            key = plan.batch_key
         except (ValueError, ImageError, UpsamplingError) as e:  # SizeError too: cannot do it
             self._finish(job, (State.ERROR, None, {"error": str(e)}), 0.0)
             return None

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from openkontext.files import atomic_write
 from openkontext.serve import retention, urls
 from openkontext.serve.deps import KeyHash, Services, ServicesDep
-from openkontext.serve.inputs import FieldError, megapixels, read_image
+from openkontext.serve.inputs import FieldError, read_image, size_and_work
 from openkontext.serve.netguard import Refused, check_url
 from openkontext.serve.schemas import (
     CancelResponse,
@@ -111,8 +111,9 @@ def _submit(tier: str, body: KontextRequest, request: Request, services: Service
     _admit(services, key_hash)
     read = [read_image(field, value, s) for field, value in body.images()]
     kontext = services.worker.kontext
-    job.params["input_mp"], job.params["output_mp"] = megapixels(
-        kontext.model.preset if kontext else None, [size for _, size in read], body
+    job.params["input_mp"], job.params["output_mp"] = size_and_work(
+        kontext.model.preset if kontext else None, s.tiers[tier].steps,
+        [size for _, size in read], body, s.max_job_megapixel_steps,
     )
     return _enqueue(job, services, base, fingerprint, [data for data, _ in read])
 
