@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -30,6 +32,31 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+PG_ADMIN = os.environ.get("OPENKONTEXT_TEST_POSTGRES",
+                          "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A database of its own: a SQLite file, or a fresh PostgreSQL database dropped after."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+        return
+    psycopg = pytest.importorskip("psycopg")
+    dsn = PG_ADMIN.replace("postgresql+psycopg://", "postgresql://")
+    name = f"okx_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(dsn, autocommit=True)
+    except psycopg.OperationalError as e:
+        pytest.skip(f"PostgreSQL at {dsn} is unreachable: {e}")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    finally:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()
 
 
 @pytest.fixture(scope="session")

@@ -15,38 +15,13 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import httpx
-import pytest
 
 from openkontext.serve.store import JobStore, State
 
 SERVER = Path(__file__).with_name("server_main.py")
-PG_ADMIN = os.environ.get("OPENKONTEXT_TEST_POSTGRES",
-                          "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    """A database of its own: a SQLite file, or a fresh PostgreSQL database dropped after."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shared.sqlite3'}"
-        return
-    psycopg = pytest.importorskip("psycopg")
-    dsn = PG_ADMIN.replace("postgresql+psycopg://", "postgresql://")
-    name = f"okx_mp_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg.connect(dsn, autocommit=True)
-    except psycopg.OperationalError as e:
-        pytest.skip(f"PostgreSQL at {dsn} is unreachable: {e}")
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-    finally:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.close()
 
 
 class Server:

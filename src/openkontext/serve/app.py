@@ -11,13 +11,14 @@ import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 
 from openkontext import __version__
 from openkontext.pipeline import Kontext
 from openkontext.serve.classifiers import load_image_classifier
 from openkontext.serve.deps import Services
+from openkontext.serve.errors import BodyLimit, field_error, validation_error
 from openkontext.serve.inputs import FieldError
 from openkontext.serve.metrics import Metrics
 from openkontext.serve.moderation import (
@@ -115,11 +116,9 @@ def create_app(
     app.include_router(usage.router)
     app.include_router(system.router)
 
-    @app.exception_handler(FieldError)
-    async def field_error(request: Request, exc: FieldError) -> JSONResponse:
-        detail = [{"type": "value_error", "loc": ["body", exc.field], "msg": exc.message}]
-        return JSONResponse({"detail": detail}, status_code=422)
-
+    app.add_exception_handler(FieldError, field_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_middleware(BodyLimit, limit=s.body_limit)
     return app
 
 

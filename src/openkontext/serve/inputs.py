@@ -20,12 +20,14 @@ from openkontext.serve.settings import ServeSettings
 
 
 class FieldError(ValueError):
-    """A request value that cannot be accepted: becomes 422 with `field` in the detail."""
+    """A request value that cannot be accepted: becomes 422 with `field` in the detail, located
+    in the body or, with `location="query"`, the query string."""
 
-    def __init__(self, field: str, message: str):
+    def __init__(self, field: str, message: str, location: str = "body"):
         super().__init__(message)
         self.field = field
         self.message = message
+        self.location = location
 
 
 def read_image(field: str, value: str, settings: ServeSettings) -> tuple[bytes, tuple[int, int]]:

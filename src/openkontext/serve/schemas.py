@@ -1,19 +1,43 @@
 """Request and response bodies of the HTTP API (the hosted FLUX.1 Kontext shape).
 
-Unknown request fields are ignored; a bad value gives 422 whose detail names the field.
+Unknown request fields are ignored; a bad value gives 422 whose detail names the field. Numbers
+and booleans are taken as JSON gives them: `true` is not a seed and `0` is not false.
 Statuses are the hosted API's strings, exactly.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 
 from openkontext.resolution import parse_aspect_ratio
 
 IMAGE_FIELDS = ("input_image", "input_image_2", "input_image_3", "input_image_4")
+
+
+def clean_text(value: str) -> str:
+    """Refuse what no field can hold and some databases cannot store: NUL characters and lone
+    UTF-16 surrogates (a JSON string can carry both)."""
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("contains a lone surrogate, which is not a Unicode character") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(clean_text)]
 
 
 class Status(StrEnum):
@@ -30,26 +54,29 @@ class KontextRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    prompt: str = Field(min_length=1, description="edit instruction, or a description")
-    input_image: str | None = Field(
-        default=None, description="image to edit: base64, data URL or http(s) URL"
+    prompt: Text = Field(min_length=1, description="edit instruction, or a description")
+    input_image: Text | None = Field(
+        default=None, description="image to edit: base64, data URL or http(s) URL; leave it "
+        "out (or null) to generate from the prompt alone"
     )
-    input_image_2: str | None = Field(default=None, description="extra reference image")
-    input_image_3: str | None = Field(default=None, description="extra reference image")
-    input_image_4: str | None = Field(default=None, description="extra reference image")
-    seed: int | None = Field(default=None, ge=0, lt=2**32 - 4)
-    aspect_ratio: str | None = Field(default=None, description="'W:H' from 21:9 to 9:21")
-    width: int | None = Field(default=None, ge=16, le=2048, multiple_of=16)
-    height: int | None = Field(default=None, ge=16, le=2048, multiple_of=16)
-    steps: int | None = Field(default=None, ge=1, le=50)
-    guidance: float | None = Field(default=None, ge=1, le=20)
-    num_images: int = Field(default=1, ge=1, le=4)
+    input_image_2: Text | None = Field(default=None, description="extra reference image")
+    input_image_3: Text | None = Field(default=None, description="extra reference image")
+    input_image_4: Text | None = Field(default=None, description="extra reference image")
+    seed: int | None = Field(default=None, ge=0, lt=2**32 - 4, strict=True)
+    aspect_ratio: Text | None = Field(default=None, description="'W:H' from 21:9 to 9:21")
+    width: int | None = Field(default=None, ge=16, le=2048, multiple_of=16, strict=True)
+    height: int | None = Field(default=None, ge=16, le=2048, multiple_of=16, strict=True)
+    steps: int | None = Field(default=None, ge=1, le=50, strict=True)
+    guidance: float | None = Field(default=None, ge=1, le=20, strict=True)
+    num_images: int = Field(default=1, ge=1, le=4, strict=True)
     output_format: Literal["png", "jpeg", "webp"] = "png"
-    output_quality: int = Field(default=95, ge=1, le=100, description="jpeg/webp quality")
-    safety_tolerance: int = Field(default=2, ge=0, le=6, description="0 strict .. 6 permissive")
-    prompt_upsampling: bool = False
-    webhook_url: str | None = Field(default=None, max_length=2048)
-    webhook_secret: str | None = Field(default=None, max_length=256)
+    output_quality: int = Field(default=95, ge=1, le=100, strict=True,
+                                description="jpeg/webp quality")
+    safety_tolerance: int = Field(default=2, ge=0, le=6, strict=True,
+                                  description="0 strict .. 6 permissive")
+    prompt_upsampling: StrictBool = False
+    webhook_url: Text | None = Field(default=None, max_length=2048)
+    webhook_secret: Text | None = Field(default=None, max_length=256)
 
     @field_validator("prompt")
     @classmethod
@@ -58,10 +85,18 @@ class KontextRequest(BaseModel):
             raise ValueError("prompt must not be blank")
         return prompt
 
-    @field_validator(*IMAGE_FIELDS, "aspect_ratio", "webhook_url", "webhook_secret", mode="before")
+    @field_validator("aspect_ratio", "webhook_url", "webhook_secret", mode="before")
     @classmethod
     def _empty_is_none(cls, value):
         return None if value == "" else value
+
+    @field_validator(*IMAGE_FIELDS)
+    @classmethod
+    def _not_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("is empty: give an image (base64, data URL or http(s) URL), or "
+                             "leave the field out to generate from the prompt alone")
+        return value
 
     @field_validator("aspect_ratio")
     @classmethod
@@ -166,3 +201,18 @@ class Health(BaseModel):
     model: str | None = None
     queue_depth: int
     detail: str | None = None
+
+
+class Problem(BaseModel):
+    """The body of every 4xx/5xx but 422: what went wrong, in words."""
+
+    detail: str
+
+
+def problems(**described: str) -> dict:
+    """OpenAPI `responses` for routes: status code -> description, each with a Problem body."""
+    return {int(code.removeprefix("s")): {"model": Problem, "description": text}
+            for code, text in described.items()}
+
+
+AUTH = dict(s401="a key is needed: send it in x-key", s403="the key is wrong")

@@ -119,6 +119,12 @@ class Job:
     lease_until: float | None = None  # it is put back in the queue after this
 
 
+def well_formed(job_id: str) -> bool:
+    """Could this be a job id? Ids are 36 printable ASCII characters (`new_id`); anything else a
+    client sends is no job, and is never passed to the database (PostgreSQL refuses NUL)."""
+    return len(job_id) <= 36 and job_id.isascii() and job_id.isprintable()
+
+
 def owner_id() -> str:
     """'host:pid:token', unique to this process; the token tells a restarted process that
     reuses a pid (pid 1 in a container) from the one before it."""
@@ -387,6 +393,8 @@ class JobStore:
 
     def request_cancel(self, job_id: str) -> State | None:
         """Cancel a queued job at once, or flag a running one for the worker; -> state after."""
+        if not well_formed(job_id):
+            return None
         t = self.t
         with self.engine.begin() as conn:
             conn.execute(
@@ -413,6 +421,8 @@ class JobStore:
     # -- reading -----------------------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job | None:
+        if not well_formed(job_id):
+            return None
         with self.engine.connect() as conn:
             row = conn.execute(select(self.t).where(self.t.c.id == job_id)).first()
         return None if row is None else _job(row)

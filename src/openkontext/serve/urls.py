@@ -57,7 +57,9 @@ def signed_sample_url(base: str, job_id: str, name: str, secret: bytes, ttl: flo
 def verify(job_id: str, name: str, expires: int, signature: str, secret: bytes) -> str | None:
     """None when valid; else why not ('invalid' or 'expired')."""
     expected = _signature(secret, sample_path(job_id, name), expires)
-    if not hmac.compare_digest(expected, signature):
+    # Compared as bytes: compare_digest refuses str with characters outside ASCII.
+    given = signature.encode("utf-8", "surrogateescape")
+    if not hmac.compare_digest(expected.encode("ascii"), given):
         return "invalid"
     if expires < time.time():
         return "expired"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 import time
 from typing import Annotated
@@ -21,11 +20,13 @@ from openkontext.serve.deps import KeyHash, Services, ServicesDep
 from openkontext.serve.inputs import FieldError, read_image, size_and_work
 from openkontext.serve.netguard import Refused, check_url
 from openkontext.serve.schemas import (
+    AUTH,
     CancelResponse,
     KontextRequest,
     ResultResponse,
     Status,
     SubmitResponse,
+    problems,
 )
 from openkontext.serve.store import Admission, Job, LimitReached, State
 from openkontext.serve.views import not_found_body, result_body
@@ -42,15 +43,29 @@ def build_router(tiers: list[str]) -> APIRouter:
         router.add_api_route(
             f"/flux-kontext-{tier}", _submit_route(tier), methods=["POST"],
             response_model=SubmitResponse, summary=f"Submit an edit or generation ({tier})",
-            responses={422: {"description": "a field is invalid; the detail names it"},
-                       429: {"description": "the queue, or the key's share of it, is full; "
-                                             "see Retry-After"},
-                       503: {"description": "the model failed to load"}},
+            responses={
+                422: {"description": "a field is invalid; the detail names it"},
+                **problems(
+                    **AUTH,
+                    s400="the body cannot be read as JSON text (it is not UTF-8)",
+                    s409="this Idempotency-Key was used for a different request",
+                    s413="the body is over the server's limit (max_body_bytes)",
+                    s429="the queue, or the key's share of it, is full; see Retry-After",
+                    s503="the model failed to load",
+                ),
+            },
         )
     router.add_api_route("/get_result", get_result, methods=["GET"],
-                         response_model=ResultResponse, summary="Poll a job")
+                         response_model=ResultResponse, summary="Poll a job",
+                         responses={404: {"model": ResultResponse,
+                                          "description": "no such job (status 'Task not "
+                                                         "found')"},
+                                    **problems(**AUTH)})
     router.add_api_route("/cancel", cancel, methods=["POST"], response_model=CancelResponse,
-                         summary="Cancel a queued or running job")
+                         summary="Cancel a queued or running job",
+                         responses={404: {"model": CancelResponse,
+                                          "description": "no such job"},
+                                    **problems(**AUTH)})
     return router
 
 
@@ -134,8 +149,8 @@ def _admit(services: Services, key_hash: str) -> None:
 
 
 def _too_many(services: Services, message: str, depth: int) -> HTTPException:
-    return HTTPException(429, message,
-                         headers={"Retry-After": str(_retry_after(services, depth))})
+    seconds = services.metrics.throughput.retry_after(depth)
+    return HTTPException(429, message, headers={"Retry-After": str(seconds)})
 
 
 def _enqueue(job: Job, services: Services, base: str, fingerprint: str,
@@ -174,12 +189,6 @@ def _same_job(job: Job, fingerprint: str, base: str) -> SubmitResponse:
     if job.fingerprint != fingerprint:
         raise HTTPException(409, "this Idempotency-Key was used for a different request")
     return _response(job, base)
-
-
-def _retry_after(services: Services, depth: int) -> int:
-    h = services.metrics.job_seconds
-    mean = h.sum / h.total if h.total else 5.0
-    return max(1, min(600, math.ceil(mean * depth)))
 
 
 def _owned(services: Services, job_id: str, key_hash: str) -> Job | None:

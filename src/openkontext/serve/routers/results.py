@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse, Response
 from openkontext.imaging import OUTPUT_MIME
 from openkontext.serve import retention, urls
 from openkontext.serve.deps import ServicesDep
+from openkontext.serve.schemas import problems
 from openkontext.serve.store import State
 
 router = APIRouter(prefix="/v1/results", tags=["results"])
@@ -21,9 +22,12 @@ MIME = {"png": OUTPUT_MIME["png"], "jpg": OUTPUT_MIME["jpeg"], "webp": OUTPUT_MI
 
 @router.get("/{job_id}/{name}", summary="Download a result (signed URL from get_result)",
             response_class=FileResponse,
-            responses={403: {"description": "bad signature"},
-                       410: {"description": "the link expired, or the file was deleted by its "
-                                            "first download (zero_retention)"}})
+            responses=problems(
+                s403="bad signature",
+                s404="no such result (it may have been deleted)",
+                s410="the link expired, or the file was deleted by its first download "
+                     "(zero_retention)",
+            ))
 def download(
     job_id: str,
     name: str,

@@ -4,13 +4,15 @@ UTC when no offset is given; kept in whole hours) and breakdown (`interval`: hou
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 
 from openkontext.serve.deps import KeyHash, ServicesDep
-from openkontext.serve.schemas import UsageInterval, UsageResponse
+from openkontext.serve.inputs import FieldError
+from openkontext.serve.schemas import AUTH, UsageInterval, UsageResponse, problems
 from openkontext.serve.settings import HASH_PREFIX
 from openkontext.serve.usage import Usage
 
@@ -19,22 +21,25 @@ router = APIRouter(prefix="/v1", tags=["usage"])
 TIME_HELP = "Unix seconds or ISO 8601 (e.g. 2026-11-01 or 2026-11-01T12:00:00Z); UTC by default"
 
 
+LATEST = datetime(9999, 12, 31, 23, tzinfo=UTC).timestamp()  # the last whole hour a date has
+
+
 def parse_time(field: str, value: str | None) -> float | None:
+    """Unix seconds or ISO 8601 -> Unix seconds, between 1970 and the year 9999."""
     if value is None:
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise HTTPException(
-            422, f"{field}: {value!r} is neither Unix seconds nor an ISO 8601 date/time"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            raise FieldError(field, f"{value!r} is neither Unix seconds nor an ISO 8601 "
+                                    "date/time", "query") from None
+        seconds = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    if not (math.isfinite(seconds) and 0 <= seconds <= LATEST):
+        raise FieldError(field, f"{value!r} is outside 1970-01-01 .. 9999-12-31", "query")
+    return seconds
 
 
 def _counters(u: Usage) -> dict:
@@ -46,7 +51,8 @@ def _counters(u: Usage) -> dict:
     )
 
 
-@router.get("/usage", response_model=UsageResponse, summary="Usage of the caller's API key")
+@router.get("/usage", response_model=UsageResponse, summary="Usage of the caller's API key",
+            responses=problems(**AUTH))
 def usage(
     services: ServicesDep,
     key_hash: KeyHash,
@@ -58,7 +64,7 @@ def usage(
 ) -> UsageResponse:
     t0, t1 = parse_time("start", start), parse_time("end", end)
     if t0 is not None and t1 is not None and t0 >= t1:
-        raise HTTPException(422, f"start ({start}) must be before end ({end})")
+        raise FieldError("end", f"start ({start}) must be before end ({end})", "query")
     report = services.store.usage(key_hash, t0, t1, interval)
     return UsageResponse(
         key=key_hash[: len(HASH_PREFIX) + 12] if key_hash else "anonymous",
