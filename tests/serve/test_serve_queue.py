@@ -79,3 +79,15 @@ def test_progress_is_reported_while_running(serve, mini_model):
         time.sleep(0.05)
     assert body["progress"] == 1.0
     assert any(0 < p < 1 for p in seen), seen
+
+
+def test_retry_after_counts_jobs_finished_together_in_a_batch():
+    from openkontext.serve.metrics import Throughput
+
+    rate = Throughput()
+    assert rate.retry_after(3) == 15  # no batch seen yet: 5 s a job
+    for _ in range(3):
+        rate.record(jobs=4, seconds=2.0)  # four jobs every 2 s: 2 jobs a second
+    assert rate.jobs_per_second() == 2.0
+    assert rate.retry_after(8) == 4  # not 8 jobs x 2 s = 16 s
+    assert rate.retry_after(0) == 1 and rate.retry_after(10_000) == 600

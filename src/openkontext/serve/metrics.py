@@ -1,9 +1,12 @@
 """Prometheus text exposition: queue depth and jobs by status from the store, and histograms of
-job latency and batch size kept in memory by this process."""
+job latency and batch size kept in memory by this process; and `Throughput`, this process's
+recent rate of finishing jobs, from which a full queue's Retry-After is estimated."""
 
 from __future__ import annotations
 
+import math
 import threading
+from collections import deque
 
 from openkontext.serve.store import JobStore, State
 
@@ -35,10 +38,36 @@ class Histogram:
         return out
 
 
+class Throughput:
+    """Jobs finished per second of model time over the last `window` batches: a batch of four
+    jobs that took 2 s counts as 2 jobs a second, not as four jobs of 2 s each."""
+
+    DEFAULT_SECONDS = 5.0  # a job's time until the first batch has run
+
+    def __init__(self, window: int = 32):
+        self._batches: deque[tuple[int, float]] = deque(maxlen=window)  # (jobs, seconds)
+        self._lock = threading.Lock()
+
+    def record(self, jobs: int, seconds: float) -> None:
+        with self._lock:
+            self._batches.append((jobs, seconds))
+
+    def jobs_per_second(self) -> float:
+        with self._lock:
+            jobs = sum(n for n, _ in self._batches)
+            seconds = sum(t for _, t in self._batches)
+        return jobs / seconds if jobs and seconds > 0 else 1 / self.DEFAULT_SECONDS
+
+    def retry_after(self, depth: int) -> int:
+        """Whole seconds until `depth` jobs ahead are done at the recent rate (1..600)."""
+        return max(1, min(600, math.ceil(depth / self.jobs_per_second())))
+
+
 class Metrics:
     def __init__(self) -> None:
         self.job_seconds = Histogram()
         self.batch_size = Histogram((1, 2, 3, 4, 8, 16))
+        self.throughput = Throughput()
 
     def render(self, store: JobStore) -> str:
         counts = store.count_by_state()

@@ -331,6 +331,7 @@ class Worker:
                 message = f"internal error: {e}"
             failure = (State.ERROR, None, {"error": message})
         seconds = time.monotonic() - started
+        self.metrics.throughput.record(len(batch), seconds)
         # 2. Each job's outcome, with its share of the batch's time.
         images = sum(p.settings.num_images for p in batch)
         cancelled_ids = self.store.cancel_requested_among(ids) if failure is None else set()
