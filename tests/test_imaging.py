@@ -211,6 +211,14 @@ def test_grey_bilevel_16bit_and_cmyk_become_8bit_rgb():
     assert np.abs(np.subtract(load_image(cmyk).getpixel((4, 4)), (255, 0, 0))).max() <= 3
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
+def test_unreadable_exif_is_ignored_and_the_pixels_kept_as_stored():
+    for exif in (b"Exif\0\0\x01\x02\x03", b"Exif\0\0MM\0*\0\0\0\x08\0\x05"):
+        for fmt in ("PNG", "WEBP"):
+            out = load_image(encoded(blocks(), fmt, exif=exif, lossless=True))
+            assert np.array_equal(image_to_array(out), np.asarray(blocks())), fmt
+
+
 def test_icc_profiles_are_applied_or_ignored_when_broken():
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     with_icc = load_image(encoded(blocks(), "PNG", icc_profile=srgb))
@@ -288,6 +296,8 @@ def test_limits_are_frozen_validated_and_configurable(tmp_path):
         DEFAULT_LIMITS.max_side = 4096
     with pytest.raises(ValueError, match="max_side must be positive"):
         ImageLimits(max_side=0)
+    with pytest.raises(ValueError, match="max_jpeg_scans must be positive"):
+        ImageLimits(max_jpeg_scans=0)
     wide = encoded(Image.new("RGB", (2000, 8)), "PNG")
     assert load_image(wide, ImageLimits(max_side=2048)).size == (2000, 8)
     with pytest.raises(ImageError, match="over the 1,000 byte limit"):
@@ -300,6 +310,13 @@ def test_limits_are_frozen_validated_and_configurable(tmp_path):
         load_image(tmp_path / "missing.png")
     with pytest.raises(ImageError, match="40x40 px, over the 32 px per side"):
         load_image(Image.new("RGB", (40, 40)), ImageLimits(max_side=32))
+
+
+def test_jpeg_scans_are_counted_before_decoding():
+    progressive = encoded(texture(32), "JPEG", progressive=True)  # libjpeg writes 10 scans
+    assert load_image(progressive).size == (32, 32)
+    with pytest.raises(ImageError, match="JPEG has 10 scans, over the 9 scan limit"):
+        load_image(progressive, ImageLimits(max_jpeg_scans=9))
 
 
 # --- base64 and data URLs ---------------------------------------------------------------------
@@ -323,12 +340,15 @@ def test_base64_and_data_urls_decode():
     ("aGVsbG8gd29ybGQ!", "invalid base64: character '!'"),
     ("aGVs=G8=", "invalid base64: character '='"),
     ("aGVsbG8gd", "invalid base64: length 9"),
+    ("aGk===", "invalid base64: 3 '=' of padding after 3 characters, where 1 or none belong"),
+    ("AAA\u00e9", "non-ASCII character 'é' (U+00E9) at offset 3"),  # was a bare ValueError
+    ("data:image/png;base64,aGk=\u200b", "non-ASCII character '\\u200b' (U+200B) at offset 26"),
     ("", "empty input: no base64 data"),
     ("data:image/png;base64,", "empty input"),
     ("data:text/plain;base64,aGk=", "media type is 'text/plain'"),
     ("data:image/png,%89PNG", "not base64-encoded"),
     ("data:image/png;base64", "no ','"),
-    (b"data:image/png;base64,aGk=\xff", "non-ASCII"),
+    (b"data:image/png;base64,aGk=\xff", "non-ASCII byte 0xff at offset 26"),
 ])
 def test_bad_base64_is_reported(text, message):
     with pytest.raises(ImageError) as info:
