@@ -1,5 +1,5 @@
 """Evaluation on paired data: any JSONL of (input, instruction, target) cases, or the built-in
-Shapes World suite. See SPEC section 5 for the metrics.
+Shapes World suite. `metrics` defines each figure a report gives.
 
 - `dataset`: the JSONL format, checked line by line (`load_cases`, `Case`, `DatasetError`).
 - `metrics`: PSNR (capped at 99 dB), success, preservation, the identity baseline.

@@ -1,4 +1,4 @@
-"""Shapes World: the synthetic world the `mini` model is trained and benchmarked on (SPEC 5).
+"""Shapes World: the synthetic world the `mini` model is trained and benchmarked on.
 
 - `scene`: colours, shapes, cells, sizes; `Obj`, `Scene`, `Target` (scene + optional filter).
 - `render`: deterministic 4x-supersampled rendering, the exact filters, change masks, tensors.

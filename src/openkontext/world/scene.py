@@ -1,7 +1,7 @@
 """The Shapes World scene model: colours, shapes, cells, sizes, `Obj`, `Scene` and `Target`.
 
 A scene is a background colour and 0..4 objects, at most one per cell of a 3x3 grid, none the
-colour of the background. Its JSON form (SPEC section 5):
+colour of the background. Its JSON form:
 
     {"background": "yellow",
      "objects": [{"shape": "circle", "color": "red", "cell": "top left", "size": "medium"}]}
@@ -20,7 +20,7 @@ import json
 import random
 from dataclasses import dataclass, field, replace
 
-# name -> sRGB, in the order of SPEC section 5; the order also fixes each colour's palette index.
+# name -> sRGB; the order also fixes each colour's palette index.
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
     "orange": (245, 140, 30),
