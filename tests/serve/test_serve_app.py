@@ -166,3 +166,19 @@ def test_health_reports_a_model_that_failed_to_load(serve, tmp_path):
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def test_reference_pages_need_no_internet(serve):
+    import re
+
+    live = serve()
+    for page in ("/docs", "/redoc"):
+        html = live.client.get(page)
+        assert html.status_code == 200 and "text/html" in html.headers["content-type"]
+        urls = re.findall(r'(?:src|href|url)\s*[=:]\s*["\']([^"\']+)["\']', html.text)
+        assert urls, html.text
+        assert not [u for u in urls if "://" in u], f"{page} loads from elsewhere: {urls}"
+        for url in urls:
+            r = live.client.get(url)
+            assert r.status_code == 200 and len(r.content) > 100, url
+    assert live.client.get("/openapi.json").json()["info"]["title"] == "openkontext"

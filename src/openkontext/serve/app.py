@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 
 from openkontext import __version__
 from openkontext.pipeline import Kontext
+from openkontext.serve.apidocs import add_reference_pages
 from openkontext.serve.classifiers import load_image_classifier
 from openkontext.serve.deps import Services
 from openkontext.serve.errors import BodyLimit, field_error, validation_error
@@ -108,6 +109,8 @@ def create_app(
         "API: submit to /v1/flux-kontext-{pro,max,dev}, poll /v1/get_result, download the "
         "signed sample URL.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.services = services
     app.state.image_classifier_summary = classifier_summary  # printed by `openkontext serve`
@@ -116,6 +119,7 @@ def create_app(
     app.include_router(usage.router)
     app.include_router(system.router)
 
+    add_reference_pages(app)
     app.add_exception_handler(FieldError, field_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_middleware(BodyLimit, limit=s.body_limit)
