@@ -37,9 +37,9 @@ import torch
 from PIL import Image
 
 from openkontext.imaging import image_to_tensor
-from openkontext.model import AutoEncoderParams, Flux, FluxParams, ModelPreset
+from openkontext.model import AutoEncoderParams, Flux, FluxParams, LoadedModel, ModelPreset
 from openkontext.packing import image_ids
-from openkontext.pipeline import LoadedModel, run_tensors
+from openkontext.sampling import run_tensors
 from openkontext.weights import (
     ae_params_to_diffusers_config,
     flux_params_to_diffusers_config,

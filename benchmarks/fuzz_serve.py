@@ -32,7 +32,8 @@ def serve(data_dir: str) -> None:
     """The child: the app on a free loopback port, announced on stdout."""
     import torch
 
-    from openkontext.pipeline import Kontext, LoadedModel
+    from openkontext.model import LoadedModel
+    from openkontext.pipeline import Kontext
     from openkontext.serve.app import create_app, serve_on_free_port
     from openkontext.serve.settings import ServeSettings
 

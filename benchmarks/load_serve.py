@@ -44,7 +44,8 @@ from PIL import Image
 
 
 def make_kontext(weights: str | None):
-    from openkontext.pipeline import Kontext, LoadedModel
+    from openkontext.model import LoadedModel
+    from openkontext.pipeline import Kontext
 
     if weights is None:
         return Kontext(LoadedModel.random("mini", seed=0))

@@ -19,7 +19,7 @@ TINY_FLUX = FluxParams(
     in_channels=16, out_channels=16, vec_in_dim=24, context_in_dim=32, hidden_size=32,
     num_heads=2, depth=2, depth_single_blocks=2, axes_dim=(4, 6, 6), guidance_embed=True,
 )
-TINY_AE = AutoEncoderParams(  # 8x down like FLUX's, so pipeline.initial_noise fits it
+TINY_AE = AutoEncoderParams(  # 8x down like FLUX's, so sampling.initial_noise fits it
     resolution=32, ch=32, ch_mult=(1, 2, 2, 2), num_res_blocks=1, z_channels=4,
     scale_factor=0.6, shift_factor=0.1, norm_groups=32,
 )

@@ -1,11 +1,11 @@
-"""benchmarks/batch_mix.py: each kind's share of a step's edits with and without twins."""
+"""benchmarks/mini/batch_mix.py: each kind's share of a step's edits with and without twins."""
 
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "batch_mix.py"
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "mini" / "batch_mix.py"
 
 
 def shares(output: str) -> dict[str, list[float]]:

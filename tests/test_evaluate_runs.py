@@ -1,4 +1,4 @@
-"""benchmarks/evaluate_runs.py: the floor verdict, and a whole run of the script on a small
+"""benchmarks/mini/evaluate_runs.py: the floor verdict, and a whole run of the script on a small
 random-weight export and a run folder it exports itself."""
 
 import importlib.util
@@ -15,7 +15,7 @@ from openkontext.train.autoencoder import AETrainConfig, train_autoencoder
 from openkontext.train.transformer import FlowTrainConfig, train_transformer
 from openkontext.world.edits import KINDS
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "evaluate_runs.py"
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "mini" / "evaluate_runs.py"
 
 
 def _module():
@@ -85,7 +85,7 @@ def test_a_kinds_failures_split_into_left_as_input_part_wrong_and_rest_damaged()
 
 
 def test_the_script_scores_an_export_and_a_run_folder_side_by_side(tmp_path):
-    from openkontext.pipeline import LoadedModel
+    from openkontext.model import LoadedModel
     from openkontext.weights import save_mini
 
     model = LoadedModel.random("mini", seed=3)

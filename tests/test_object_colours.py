@@ -1,4 +1,4 @@
-"""benchmarks/object_colours.py: the tallies it prints, judged on pictures with known colours."""
+"""benchmarks/mini/object_colours.py: the tallies it prints, judged on pictures of known colours."""
 
 import importlib.util
 import random
@@ -9,7 +9,7 @@ from openkontext.world.render import render_targets
 from openkontext.world.sampling import edit_samples
 from openkontext.world.scene import COLORS, alike_shapes
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "object_colours.py"
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "mini" / "object_colours.py"
 spec = importlib.util.spec_from_file_location("object_colours", SCRIPT)
 object_colours = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(object_colours)

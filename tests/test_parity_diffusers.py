@@ -17,15 +17,16 @@ from safetensors.torch import save_file
 
 from conftest import TINY_AE, TINY_FLUX, randomise_
 from openkontext.flow import denoise
-from openkontext.model import AutoEncoder, AutoEncoderParams, Flux, FluxParams, ModelPreset
-from openkontext.packing import image_ids, pack, text_ids
-from openkontext.pipeline import (
+from openkontext.model import (
+    AutoEncoder,
+    AutoEncoderParams,
+    Flux,
+    FluxParams,
     LoadedModel,
-    encode_references,
-    initial_noise,
-    run_tensors,
-    sample_latents,
+    ModelPreset,
 )
+from openkontext.packing import image_ids, pack, text_ids
+from openkontext.sampling import encode_references, initial_noise, run_tensors, sample_latents
 from openkontext.weights import (
     ae_bfl_to_diffusers,
     ae_diffusers_to_bfl,

@@ -8,8 +8,10 @@ from PIL import Image
 
 from openkontext import flow
 from openkontext.imaging import ImageError, image_to_tensor, tensor_to_uint8
-from openkontext.pipeline import Kontext, LoadedModel, Settings, initial_noise, round_trip
+from openkontext.model import LoadedModel
+from openkontext.pipeline import Kontext, Settings
 from openkontext.preserve import changed_region
+from openkontext.sampling import initial_noise, round_trip
 from openkontext.world.render import render, to_pil
 from openkontext.world.scene import random_scene
 

@@ -1,5 +1,5 @@
 """Quality gate: the shipped mini model on a fixed slice of the Shapes suite must not fall below
-its recorded figures (tests/data/mini_quality.json, written by benchmarks/mini_quality.py)."""
+its recorded figures (tests/data/mini_quality.json, written by benchmarks/mini/mini_quality.py)."""
 
 import importlib.util
 import json
@@ -17,7 +17,7 @@ MARGIN_SUCCESS = 0.08
 
 
 def _slice_module():
-    path = Path(__file__).parents[1] / "benchmarks" / "mini_quality.py"
+    path = Path(__file__).parents[1] / "benchmarks" / "mini" / "mini_quality.py"
     spec = importlib.util.spec_from_file_location("mini_quality", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

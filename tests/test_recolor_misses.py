@@ -1,4 +1,4 @@
-"""benchmarks/recolor_misses.py: the suite's failed recolours read from a suite report."""
+"""benchmarks/mini/recolor_misses.py: the suite's failed recolours read from a suite report."""
 
 import importlib.util
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "recolor_misses.py"
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "mini" / "recolor_misses.py"
 spec = importlib.util.spec_from_file_location("recolor_misses", SCRIPT)
 recolor_misses = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(recolor_misses)

@@ -4,7 +4,8 @@ import random
 import numpy as np
 import pytest
 
-from openkontext.pipeline import Kontext, LoadedModel
+from openkontext.model import LoadedModel
+from openkontext.pipeline import Kontext
 from openkontext.session import Session, SessionError
 from openkontext.world.render import render, to_pil
 from openkontext.world.scene import random_scene

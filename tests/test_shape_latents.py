@@ -1,4 +1,4 @@
-"""benchmarks/shape_latents.py: how far apart the shipped autoencoder keeps the shapes."""
+"""benchmarks/mini/shape_latents.py: how far apart the shipped autoencoder keeps the shapes."""
 
 import importlib.util
 from pathlib import Path
@@ -8,7 +8,7 @@ import pytest
 from openkontext.weights import load_model
 from openkontext.world.scene import SHAPES
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "shape_latents.py"
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "mini" / "shape_latents.py"
 spec = importlib.util.spec_from_file_location("shape_latents", SCRIPT)
 shape_latents = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(shape_latents)

@@ -1,4 +1,4 @@
-"""benchmarks/shape_words.py: the shape-word similarities of the shipped text encoder."""
+"""benchmarks/mini/shape_words.py: the shape-word similarities of the shipped text encoder."""
 
 import importlib.util
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 from openkontext.weights import load_model
 from openkontext.world.scene import SHAPES
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "shape_words.py"
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "mini" / "shape_words.py"
 spec = importlib.util.spec_from_file_location("shape_words", SCRIPT)
 shape_words = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(shape_words)

@@ -303,7 +303,7 @@ def write_tiny_text_encoders(root, clip_width: int, t5_width: int) -> None:
 
 
 def test_load_model_from_a_diffusers_folder_runs_an_edit(tmp_path, flux_model, ae_model):
-    from openkontext.pipeline import run_tensors
+    from openkontext.sampling import run_tensors
 
     root = tmp_path / "kontext"
     save_model(flux_model, root / "transformer", layout="diffusers")

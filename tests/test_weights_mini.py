@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from openkontext.pipeline import Kontext, LoadedModel
+from openkontext.model import LoadedModel
+from openkontext.pipeline import Kontext
 from openkontext.weights import WeightsError, is_mini_export, load_mini, load_model, save_mini
 
 

@@ -4,8 +4,8 @@ encoded and decoded, scored against itself like a model output would be.
 A model whose latent were exactly the target's could do no better than this, so per-category
 success here caps what the transformer can reach on `openkontext eval --suite shapes`.
 
-    .venv/bin/python benchmarks/ae_ceiling.py [--weights W | --run RUN] [--suite-size 10]
-                                              [--save PNG]
+    .venv/bin/python benchmarks/mini/ae_ceiling.py [--weights W | --run RUN] [--suite-size 10]
+                                                   [--save PNG]
 
 --run measures the autoencoder in a training run folder (RUN/ae.pt) before any export.
 

@@ -3,7 +3,7 @@
 Encodes and decodes fresh random scenes (plain, and through a global filter) and prints the
 PSNR distribution and the share at or above the 25 dB success threshold.
 
-    .venv/bin/python benchmarks/ae_reconstruction.py [--weights W] [--count 128]
+    .venv/bin/python benchmarks/mini/ae_reconstruction.py [--weights W] [--count 128]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ are contrast twins (`train mini --contrast P`), drawn as `train mini` draws them
 also says how many contrast twins name an object of a shape alike the named one's, as drawn now
 and with `train mini --alike-twins`.
 
-    .venv/bin/python benchmarks/batch_mix.py [--kind-weights recolor=3,...] [--contrast 0.5]
+    .venv/bin/python benchmarks/mini/batch_mix.py [--kind-weights recolor=3,...] [--contrast 0.5]
         [--colour-contrast 1] [--steps 300]
 """
 
@@ -19,7 +19,7 @@ from openkontext.train.transformer import FlowTrainConfig, step_streams
 from openkontext.world.sampling import edit_samples
 from openkontext.world.scene import alike_shapes
 
-STANDING = "recolor=3,background=3,grayscale=2,invert=2,remove=2"  # sessions 6-13
+STANDING = "recolor=3,background=3,grayscale=2,invert=2,remove=2"  # in use since 2026-11-30
 
 
 def batches(steps: int, weights: dict[str, float], contrast: float,

@@ -5,7 +5,7 @@ On CPUs with AMX (Intel Sapphire Rapids) bf16 matmuls ran 3-6x faster than fp32;
 AMD EPYC torch emulates bf16 and the same matmul ran ~150x slower. Training therefore uses bf16
 autocast only where `native_bf16()` finds bf16 hardware.
 
-    .venv/bin/python benchmarks/bf16_speed.py [--seconds 0.5]
+    .venv/bin/python benchmarks/mini/bf16_speed.py [--seconds 0.5]
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 tokens that hold a pixel of the change mask (`train.transformer.token_mask`): the tokens
 `train mini --change-weight W` weighs 1 + W, and what a plain mean loss gives the edit itself.
 
-    .venv/bin/python benchmarks/changed_share.py [--preset mini-fine] [--cases 400] [--seed 0]
+    .venv/bin/python benchmarks/mini/changed_share.py [--preset mini-fine] [--cases 400] [--seed 0]
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ loss alone. The script reads both runs' configs and says whether that holds. Wit
 compares the loss of one edit kind's samples (logged per step where the batch had that kind)
 instead of the whole batch's, with a last row over all shared steps.
 
-    .venv/bin/python benchmarks/compare_runs.py RUN_A RUN_B [--window 500] [--kind recolor]
+    .venv/bin/python benchmarks/mini/compare_runs.py RUN_A RUN_B [--window 500] [--kind recolor]
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ another edit (what the model gets without using the reference at all). Then, on 
 edits, whether the output's background has the colour the instruction asked for: a test of
 whether colour words get through the text encoder.
 
-    .venv/bin/python benchmarks/copy_probe.py [--weights DIR] [--cases 128] [--t 1.0]
+    .venv/bin/python benchmarks/mini/copy_probe.py [--weights DIR] [--cases 128] [--t 1.0]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from openkontext.packing import References, image_ids, pack, text_ids
-from openkontext.pipeline import run_tensors
+from openkontext.sampling import run_tensors
 from openkontext.weights import load_model
 from openkontext.world.render import PALETTE
 from openkontext.world.sampling import edit_batch, edit_batch_from, sample_edit

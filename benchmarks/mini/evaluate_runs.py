@@ -8,7 +8,7 @@ held-out phrasings, how many failed edits left the picture as it was (within 0.5
 returning the input), how each floor kind's failures split (left as input / only the edited
 part wrong / the rest of the picture damaged too), and whether the floor to ship is met.
 
-    .venv/bin/python benchmarks/evaluate_runs.py /work/runs/A /work/runs/B \\
+    .venv/bin/python benchmarks/mini/evaluate_runs.py /work/runs/A /work/runs/B \\
         src/openkontext/embedded --out /tmp/evaluated --seeds 0 1
 
 Each suite report is written as OUT/<name>/suite_seed<k>.json (the `openkontext eval --json`

@@ -6,7 +6,7 @@ Guidance pushes the velocity away from what the model predicts for an empty inst
 question is whether that makes it change what the words name (a recolour's object, an added
 one) without losing what it copies.
 
-    .venv/bin/python benchmarks/guidance_sweep.py --weights EXPORT [--cases 12] [--steps 16]
+    .venv/bin/python benchmarks/mini/guidance_sweep.py --weights EXPORT [--cases 12] [--steps 16]
 
 `--untrained` runs the same on an export trained without dropped instructions (the empty
 instruction is then one the model never saw): the control for what the training adds.

@@ -4,7 +4,7 @@
 baseline recorded here minus a margin, so a pipeline change that breaks editing cannot land.
 After exporting new weights, re-record the baseline:
 
-    .venv/bin/python benchmarks/mini_quality.py --write tests/data/mini_quality.json
+    .venv/bin/python benchmarks/mini/mini_quality.py --write tests/data/mini_quality.json
 """
 
 from __future__ import annotations

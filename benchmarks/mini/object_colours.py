@@ -14,7 +14,7 @@ nearest the asked one or a shape like its own; and which shapes were painted for
 shape.
 Raw model output, no paste-back.
 
-    .venv/bin/python benchmarks/object_colours.py [--weights DIR] [--cases 64] [--steps 16]
+    .venv/bin/python benchmarks/mini/object_colours.py [--weights DIR] [--cases 64] [--steps 16]
         [--kinds recolor,remove,...]
 """
 
@@ -27,7 +27,7 @@ from collections import Counter
 import numpy as np
 
 from openkontext.imaging import tensor_to_uint8
-from openkontext.pipeline import round_trip, run_tensors
+from openkontext.sampling import round_trip, run_tensors
 from openkontext.weights import load_model
 from openkontext.world.edits import KINDS
 from openkontext.world.layout import nearest_colours, region_map
@@ -86,7 +86,7 @@ def _tally_recolour(tally: Counter, sample, objects, got: list[str | None], befo
     cell comes before the named object's in reading order); "closest colour" (its own colour is,
     of the untouched objects', the nearest in RGB to the asked one, ties included); "alike
     shape" (another shape of the named one's group in ALIKE_SHAPES; the grouping came from the
-    painted pairs of --seed 7 in session 19, and --seed 8 tested it). And
+    painted pairs of --seed 7 on the 49,400-step export, and --seed 8 tested it). And
     ("beside", named shape, its shape) for each judged untouched object, ("painted", ...) for
     each that took the asked colour."""
     index = next(i for i, o in enumerate(objects) if o not in before)

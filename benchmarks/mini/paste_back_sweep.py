@@ -2,10 +2,10 @@
 
 Runs the model once per edit (paste-back off), then applies paste-back offline with each
 (threshold, grow) pair, the input's autoencoder round trip as baseline (what the pipeline does)
-and the input itself (what it did before session 4), and prints median PSNR to ground truth and
-success (>= 25 dB) for each, beside the raw output.
+and the input itself (what it did up to `mini`'s 5,200-step export), and prints median PSNR to
+ground truth and success (>= 25 dB) for each, beside the raw output.
 
-    .venv/bin/python benchmarks/paste_back_sweep.py [--weights DIR] [--cases 240] [--steps 16]
+    .venv/bin/python benchmarks/mini/paste_back_sweep.py [--weights DIR] [--cases 240] [--steps 16]
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import torch
 
 from openkontext import imaging
 from openkontext.eval.metrics import psnr
-from openkontext.pipeline import round_trip, run_tensors
 from openkontext.preserve import paste_back
+from openkontext.sampling import round_trip, run_tensors
 from openkontext.weights import load_model
 from openkontext.world.sampling import edit_batch_from, sample_edit
 

@@ -11,7 +11,7 @@ output back as the next input, and prints per turn (medians over chains):
 Chains use object edits only (recolor, remove, add, move, resize, reshape, swap): background
 changes and filters change every pixel and leave nothing to preserve.
 
-    .venv/bin/python benchmarks/preserve_chains.py [--weights W] [--chains 12] [--turns 10]
+    .venv/bin/python benchmarks/mini/preserve_chains.py [--weights W] [--chains 12] [--turns 10]
 """
 
 from __future__ import annotations

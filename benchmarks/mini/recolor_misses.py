@@ -1,10 +1,10 @@
 """The suite's failed recolours, one line each: the named object, the other objects in the
 picture (those of a shape alike the named one's marked), read from suite reports that
-benchmarks/evaluate_runs.py wrote. It answers which pictures the floor's recolor misses are,
+benchmarks/mini/evaluate_runs.py wrote. It answers which pictures the floor's recolor misses are,
 e.g. whether they hold a small star (which the autoencoder draws back as a diamond or
-triangle: benchmarks/shape_latents.py) or an object of a look-alike shape.
+triangle: benchmarks/mini/shape_latents.py) or an object of a look-alike shape.
 
-    .venv/bin/python benchmarks/recolor_misses.py /tmp/ev/I_x/suite_seed0.json [...]
+    .venv/bin/python benchmarks/mini/recolor_misses.py /tmp/ev/I_x/suite_seed0.json [...]
 
 The suite is rebuilt (it is fixed: the same pictures for every suite size) at the size each
 report names (its settings' "suite:shapes:N") to read each case's scene.

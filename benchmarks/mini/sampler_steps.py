@@ -6,7 +6,7 @@ One step is the model's single estimate of the clean picture from pure noise (x0
 everything it gets right there comes from the text and the reference alone. If more steps add
 little, the errors are made at high t, and training should spend its samples there (t_mean).
 
-    .venv/bin/python benchmarks/sampler_steps.py [--weights DIR] [--cases 16] [--seed 5]
+    .venv/bin/python benchmarks/mini/sampler_steps.py [--weights DIR] [--cases 16] [--seed 5]
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import argparse
 import random
 import statistics
 
-from openkontext.pipeline import run_tensors
+from openkontext.sampling import run_tensors
 from openkontext.train.autoencoder import psnr
 from openkontext.weights import load_model
 from openkontext.world.edits import KINDS

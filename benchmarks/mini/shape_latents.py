@@ -2,10 +2,10 @@
 shapes (same colour, background, cell and size), the distance between each pair's pixels and
 between their latents, the transformer's view of the picture. Recolours that miss paint the
 asked colour mostly on an object whose shape looks like the named one's
-(benchmarks/object_colours.py); if the latent pulled those shapes closer together than their
+(benchmarks/mini/object_colours.py); if the latent pulled those shapes closer together than their
 pixels are, the autoencoder would be part of the confusion.
 
-    .venv/bin/python benchmarks/shape_latents.py [--weights DIR] [--pictures 64] [--seed 0]
+    .venv/bin/python benchmarks/mini/shape_latents.py [--weights DIR] [--pictures 64] [--seed 0]
 
 Distances are root-mean-square over the whole picture (pixels in [-1, 1]) and over the whole
 latent (after the autoencoder's scale and shift, as the transformer sees it); the ratio is the

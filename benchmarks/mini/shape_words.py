@@ -1,10 +1,10 @@
 """How alike the text encoder finds the shape words: the cosine similarity of the pooled
 sentence vectors of "paint the <shape> red" for each pair of Shapes World shapes. Recolours
 that miss paint the asked colour on another object, mostly one whose shape looks like the named
-one's (benchmarks/object_colours.py); if the words of those shapes were also the closest here,
+one's (benchmarks/mini/object_colours.py); if the words of those shapes were also the closest here,
 the encoder could be part of the confusion.
 
-    .venv/bin/python benchmarks/shape_words.py [--weights DIR] [--template "paint the {} red"]
+    .venv/bin/python benchmarks/mini/shape_words.py [--weights DIR] [--template "paint the {} red"]
 """
 
 from __future__ import annotations

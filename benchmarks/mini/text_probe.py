@@ -8,10 +8,10 @@ mini model never sees. The same is done from the mean of the token states. A vec
 cannot tell "red" from "blue" linearly, or does so only on the phrasings it was trained on,
 gives the transformer little to work with.
 
-    .venv/bin/python benchmarks/text_probe.py [--byte-weights DIR] [--train 1500] [--test 500]
+    .venv/bin/python benchmarks/mini/text_probe.py [--byte-weights DIR] [--train 1500] [--test 500]
 
 --byte-weights names a mini export with a byte-level text encoder: the shipped one up to
-session 2 (`git show 89495f8:src/openkontext/embedded/mini.safetensors`, likewise mini.json,
+6,000 steps (`git show 89495f8:src/openkontext/embedded/mini.safetensors`, likewise mini.json,
 into a folder). Without it only the sentence encoder of the current preset is probed.
 """
 

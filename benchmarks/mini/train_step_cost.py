@@ -2,7 +2,7 @@
 default batch (24 edits + 8 generations) of `train mini`, random weights (the cost does not
 depend on them), the same batches for every preset.
 
-    .venv/bin/python benchmarks/train_step_cost.py [--presets mini mini-fine] [--steps 5]
+    .venv/bin/python benchmarks/mini/train_step_cost.py [--presets mini mini-fine] [--steps 5]
         [--threads 1]
 """
 

@@ -1,253 +1,32 @@
-"""The one place that runs an edit or a generation.
+"""The one place that runs an edit or a generation: `Kontext`, the user-facing API.
 
-Front ends (CLI, HTTP worker, web page, evaluation, training-time sampling) call into this
-module; nobody else runs the denoise loop. Bottom half: the tensor-level core (seeded noise,
-encode -> denoise -> decode). Top half: `Kontext`, the user-facing API that takes images and
-settings, picks the size, runs the core as one batch and pastes back unedited pixels;
-`run_many` does the same for several requests in one batch (the HTTP worker's batching).
+Front ends (CLI, HTTP worker, web page, evaluation) call into this module; nobody else runs a
+request. `Kontext` takes images and settings, picks the sizes, runs the tensor-level core
+(`openkontext.sampling.run_tensors`) as one batch and pastes back unedited pixels; `run_many`
+does the same for several requests in one batch (the HTTP worker's batching).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
 from PIL import Image
-from torch import Tensor
 
 from openkontext import flow, imaging
-from openkontext.model import AutoEncoder, Flux, ModelPreset
-from openkontext.packing import References, image_ids, pack, text_ids, unpack
+from openkontext.model import LoadedModel
 from openkontext.preserve import paste_back
 from openkontext.resolution import resolve_size
-
-
-class TextEncoder(Protocol):
-    def encode(self, prompts: list[str]) -> tuple[Tensor, Tensor]: ...
-
-
-@dataclass
-class LoadedModel:
-    """Everything needed to sample: transformer, autoencoder and text encoder of one preset."""
-
-    preset: ModelPreset
-    flux: Flux
-    ae: AutoEncoder
-    text: TextEncoder
-    device: torch.device
-    dtype: torch.dtype
-    offload: bool = False  # keep weights on the CPU; move each part to `device` while it runs
-
-    @property
-    def z_channels(self) -> int:
-        return self.ae.params.z_channels
-
-    @contextmanager
-    def using(self, part):
-        """`part` (transformer, autoencoder or text encoder) on `device` for the duration; with
-        offload on, moved there on entry and back to the CPU on exit, so a low-memory GPU
-        holds one part at a time."""
-        if not self.offload:
-            yield part
-            return
-        part.to(self.device)
-        try:
-            yield part
-        finally:
-            part.to("cpu")
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-
-    @classmethod
-    def random(cls, preset: str | ModelPreset = "mini", seed: int = 0) -> LoadedModel:
-        """A randomly initialised model of a mini preset (a frozen sentence encoder keeps its
-        pretrained weights): for tests and for trying the machinery before trained weights
-        exist. Its pictures are noise."""
-        from openkontext.model import build_text_encoder, get_preset
-
-        p = get_preset(preset) if isinstance(preset, str) else preset
-        if p.text is None:
-            raise ValueError(f"preset {p.name!r} needs T5/CLIP weights; no random variant")
-        torch.manual_seed(seed)
-        flux, ae, text = Flux(p.flux), AutoEncoder(p.ae), build_text_encoder(p.text)
-        for m in (flux, ae, text):
-            m.eval().requires_grad_(False)
-        return cls(p, flux, ae, text, torch.device("cpu"), torch.float32)
-
-
-def initial_noise(
-    seeds: list[int],
-    z_channels: int,
-    height: int,
-    width: int,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    downsample: int = 8,
-) -> Tensor:
-    """Starting noise for images of (height, width) px: one CPU generator per image, seeded with
-    its seed, drawing (1, z, 2*ceil(H/16), 2*ceil(W/16)) as the reference pipelines do for an
-    8x autoencoder (2*ceil(H/(2*f)) for an f-times one). -> (B, z, h, w). A batch equals the
-    same seeds drawn one by one."""
-    cell = 2 * downsample  # one packed token
-    h, w = 2 * math.ceil(height / cell), 2 * math.ceil(width / cell)
-    draws = [
-        torch.randn(1, z_channels, h, w, generator=torch.Generator("cpu").manual_seed(s))
-        for s in seeds
-    ]
-    return torch.cat(draws).to(device=device, dtype=dtype)
-
-
-@torch.no_grad()
-def encode_references(model: LoadedModel, images: list[Tensor]) -> References:
-    """images: one (B or 1, 3, H_k, W_k) tensor in [-1, 1] per reference, encoded one at a time
-    (peak memory of one image) -> packed reference tokens with indices 1..n."""
-    with model.using(model.ae) as ae:
-        latents = [ae.encode(x.to(model.device, model.dtype)) for x in images]
-    return References.from_latents(latents)
-
-
-@torch.no_grad()
-def round_trip(model: LoadedModel, image: Tensor) -> Tensor:
-    """(B, 3, H, W) in [-1, 1] -> the same picture encoded and decoded by the autoencoder: the
-    closest any output can come to it, and so the baseline paste-back compares outputs with."""
-    with model.using(model.ae) as ae:
-        return ae.decode(ae.encode(image.to(model.device, model.dtype))).float().clamp(-1, 1)
-
-
-def check_guidance(guidance: float) -> float:
-    if not 1.0 <= guidance <= 20.0:
-        raise ValueError(f"guidance must be 1..20, got {guidance}")
-    return guidance
-
-
-def uses_classifier_free(model: LoadedModel, guidance: float | None) -> bool:
-    """Whether `guidance` is a classifier-free scale on `model`: a model without a guidance
-    embedding whose preset was trained for it (`classifier_free`), and guidance above 1 (1 is
-    none). Elsewhere guidance is distilled (kontext-dev) or ignored (other mini exports)."""
-    cfg_model = model.preset.classifier_free and not model.flux.params.guidance_embed
-    return cfg_model and guidance is not None and guidance > 1
-
-
-BLOCK_CHECK_SECONDS = 0.1  # least time between two cancellation checks inside a step
-
-
-@contextmanager
-def _checked_between_blocks(flux: Flux, cancelled: Callable[[], bool] | None):
-    """Also ask `cancelled()` before the transformer's blocks (at most every BLOCK_CHECK_SECONDS),
-    so a cancel stops a long step within about a block's time instead of at its end."""
-    if cancelled is None:
-        yield
-        return
-    last = [time.monotonic()]
-
-    def check(_module, _args) -> None:
-        now = time.monotonic()
-        if now - last[0] >= BLOCK_CHECK_SECONDS:
-            last[0] = now
-            if cancelled():
-                raise flow.Cancelled("cancelled inside a step")
-
-    hooks = [b.register_forward_pre_hook(check) for b in (*flux.double_blocks,
-                                                          *flux.single_blocks)]
-    try:
-        yield
-    finally:
-        for hook in hooks:
-            hook.remove()
-
-
-@torch.no_grad()
-def sample_latents(
-    model: LoadedModel,
-    txt: Tensor,
-    vec: Tensor,
-    noise: Tensor,
-    steps: int,
-    guidance: float | None,
-    refs: References | None = None,
-    on_step: flow.StepCallback | None = None,
-    cancelled: Callable[[], bool] | None = None,
-    empty_text: tuple[Tensor, Tensor] | None = None,
-) -> Tensor:
-    """Denoise `noise` (B, z, h, w) into normalised latents of the same shape. `guidance`: the
-    distilled guidance of a model that embeds it, else ignored; with `empty_text` (the text
-    encoder's (txt, vec) for "", see `uses_classifier_free`) the classifier-free scale."""
-    batch, _, h, w = noise.shape
-    img = pack(noise)
-    timesteps = flow.get_schedule(steps, img.shape[1])
-    scale = guidance
-    if not model.flux.params.guidance_embed:
-        guidance = None
-    with model.using(model.flux) as flux, _checked_between_blocks(flux, cancelled):
-        if empty_text is not None:
-            flux = flow.classifier_free(flux, *empty_text, scale)
-        out = flow.denoise(
-            flux,
-            img,
-            image_ids(batch, h, w, device=noise.device).to(noise.dtype),
-            txt.to(noise.dtype),
-            text_ids(batch, txt.shape[1], device=noise.device).to(noise.dtype),
-            vec.to(noise.dtype),
-            timesteps,
-            guidance=guidance,
-            refs=refs,
-            on_step=on_step,
-            cancelled=cancelled,
-        )
-    return unpack(out, h, w)
-
-
-@torch.no_grad()
-def run_tensors(
-    model: LoadedModel,
-    prompts: list[str],
-    seeds: list[int],
-    height: int,
-    width: int,
-    steps: int,
-    guidance: float | None,
-    references: list[Tensor] | None = None,
-    on_step: flow.StepCallback | None = None,
-    cancelled: Callable[[], bool] | None = None,
-) -> Tensor:
-    """Edit (references given) or generate (none): -> images (B, 3, height, width) in [-1, 1].
-
-    prompts and seeds have one entry per output image; references are shared by all outputs
-    unless their batch equals the number of prompts.
-    """
-    if len(prompts) != len(seeds):
-        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-    # 1. Text, and the empty instruction's in the same pass when guidance is classifier-free.
-    guided = uses_classifier_free(model, guidance)
-    with model.using(model.text) as text:
-        txt, vec = text.encode([*prompts, ""] if guided else prompts)
-    empty_text = None
-    if guided:
-        txt, vec, empty_text = txt[:-1], vec[:-1], (txt[-1:], vec[-1:])
-    # 2. References, encoded one at a time.
-    refs = encode_references(model, references) if references else None
-    # 3. Denoise from seeded noise.
-    factor = model.ae.params.downsample
-    noise = initial_noise(seeds, model.z_channels, height, width, model.device, model.dtype, factor)
-    z = sample_latents(
-        model, txt, vec, noise, steps, guidance, refs, on_step, cancelled, empty_text
-    )
-    # 4. Decode.
-    with model.using(model.ae) as ae:
-        return ae.decode(z).float().clamp(-1, 1)
-
-
-# ---------------------------------------------------------------------------------------------
-# The user-facing API.
+from openkontext.sampling import round_trip, run_tensors
+from openkontext.weights import load_model
+from openkontext.world.likeness import NOTICE as SHAPES_WORLD_NOTICE
+from openkontext.world.likeness import looks_like_shapes_world
 
 # Named style presets: each extends the instruction. Configurable by passing `style_presets`.
 STYLE_PRESETS: dict[str, str] = {
@@ -272,6 +51,12 @@ STYLE_PRESETS: dict[str, str] = {
 
 MAX_REFERENCES = 4
 MAX_IMAGES = 4
+
+
+def check_guidance(guidance: float) -> float:
+    if not 1.0 <= guidance <= 20.0:
+        raise ValueError(f"guidance must be 1..20, got {guidance}")
+    return guidance
 
 
 @dataclass(frozen=True)
@@ -301,6 +86,7 @@ class Result:
     seconds: float
     model: str
     changed: list[np.ndarray] = field(default_factory=list)  # per image, when preserved
+    notice: str | None = None  # something the user should know about this result
 
     def encode(
         self,
@@ -336,6 +122,7 @@ class Plan:
     guidance: float
     ref_images: list[Image.Image]  # the inputs, each resized to its preferred size
     preserve: bool
+    notice: str | None = None  # passed on to the result (see Result.notice)
 
     @property
     def batch_key(self) -> tuple:
@@ -358,9 +145,32 @@ def megapixel_steps(steps: int, images: int, output: tuple[int, int],
 
 
 def choose_device(device: str | None = None) -> torch.device:
-    """cuda > mps > cpu unless given."""
+    """cuda > mps > cpu unless given. A given device must be cpu, cuda[:N] or mps and exist on
+    this machine, else ValueError saying why (checked before any weights load)."""
     if device:
-        return torch.device(device)
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise ValueError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
+        if dev.type == "cuda":
+            if not torch.cuda.is_available():
+                why = (f"torch {torch.__version__} is built without CUDA"
+                       if torch.version.cuda is None else "no CUDA GPU found")
+                raise ValueError(f"CUDA is not available on this machine ({why}); "
+                                 "use --device cpu")
+            count = torch.cuda.device_count()
+            if dev.index is not None and dev.index >= count:
+                raise ValueError(f"there is no {dev}: this machine has {count} CUDA GPU(s), "
+                                 f"cuda:0 to cuda:{count - 1}")
+        elif dev.type == "mps":
+            if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+                why = (f"torch {torch.__version__} is built without MPS"
+                       if not torch.backends.mps.is_built() else "it needs Apple silicon")
+                raise ValueError(f"MPS is not available on this machine ({why}); "
+                                 "use --device cpu")
+        elif dev.type != "cpu":
+            raise ValueError(f"device {device!r} is not supported; use cpu, cuda, cuda:N or mps")
+        return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -414,14 +224,12 @@ class Kontext:
         weights (BFL file/folder or diffusers folder; `text_encoders` points at a folder with
         text_encoder/ and text_encoder_2/ when the weights do not include them). `offload`
         keeps the weights in CPU memory and moves one part at a time to the device."""
-        from openkontext import weights as weights_module
-
         dev = choose_device(device)
         dtype = choose_dtype(dev, dtype)
         if not offload:
-            return cls(weights_module.load_model(weights, dev, dtype, text_encoders), **kwargs)
+            return cls(load_model(weights, dev, dtype, text_encoders), **kwargs)
         # CPU offload: load onto the CPU; each part visits `dev` only while it runs.
-        model = weights_module.load_model(weights, "cpu", dtype, text_encoders)
+        model = load_model(weights, "cpu", dtype, text_encoders)
         return cls(dataclasses.replace(model, device=dev, offload=True), **kwargs)
 
     # -- front doors ---------------------------------------------------------------------------
@@ -436,7 +244,7 @@ class Kontext:
 
     def session(self, image=None, **settings):
         """A multi-turn editing session starting from `image`."""
-        from openkontext.session import Session
+        from openkontext.session import Session  # a front end over Kontext: it imports this module
 
         return Session(self, image, Settings(**settings))
 
@@ -501,7 +309,11 @@ class Kontext:
         )
         ref_sizes = [resolve_size(preset, img.size) for img in pil]
         ref_images = [imaging.resize_image(img, s) for img, s in zip(pil, ref_sizes, strict=True)]
-        return Plan(prompt, seeds, width, height, steps, guidance, ref_images, settings.preserve)
+        notice = None
+        if preset.shapes_world_only and not all(looks_like_shapes_world(img) for img in pil):
+            notice = SHAPES_WORLD_NOTICE
+        return Plan(prompt, seeds, width, height, steps, guidance, ref_images, settings.preserve,
+                    notice)
 
     def _run_plans(
         self,
@@ -567,6 +379,7 @@ class Kontext:
                     model=self.model.preset.name,
                     seconds=time.perf_counter() - started,
                     changed=changed,
+                    notice=p.notice,
                 )
             )
         return results

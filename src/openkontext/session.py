@@ -13,15 +13,12 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from openkontext import imaging
 from openkontext.files import atomic_write
-
-if TYPE_CHECKING:
-    from openkontext.pipeline import Kontext, Settings
+from openkontext.pipeline import Kontext, Settings
 
 FORMAT_VERSION = 1
 
@@ -43,8 +40,6 @@ class Turn:
 
 class Session:
     def __init__(self, kontext: Kontext, image=None, defaults: Settings | None = None):
-        from openkontext.pipeline import Settings
-
         self.kontext = kontext
         self.defaults = defaults or Settings()
         self.original = None if image is None else imaging.load_image(image, kontext.limits)
@@ -136,8 +131,6 @@ class Session:
 
     @classmethod
     def load(cls, kontext: Kontext, folder: str | Path) -> Session:
-        from openkontext.pipeline import Settings
-
         folder = Path(folder)
         path = folder / "session.json"
         try:

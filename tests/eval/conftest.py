@@ -19,7 +19,8 @@ import pytest
 import typer
 
 from openkontext.eval.cli import register
-from openkontext.pipeline import Kontext, LoadedModel
+from openkontext.model import LoadedModel
+from openkontext.pipeline import Kontext
 
 from .eval_helpers import picture, save, write_jsonl
 

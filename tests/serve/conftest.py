@@ -19,7 +19,8 @@ import uvicorn
 from fastapi import FastAPI
 from PIL import Image
 
-from openkontext.pipeline import Kontext, LoadedModel
+from openkontext.model import LoadedModel
+from openkontext.pipeline import Kontext
 from openkontext.serve.app import create_app
 from openkontext.serve.settings import ServeSettings
 

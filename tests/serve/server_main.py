@@ -11,7 +11,7 @@ import sys
 
 import torch
 
-from openkontext.pipeline import LoadedModel
+from openkontext.model import LoadedModel
 from openkontext.serve.app import create_app, serve_on_free_port
 from openkontext.serve.settings import ServeSettings
 

@@ -8,7 +8,8 @@ import time
 
 import httpx
 
-from openkontext.pipeline import Kontext, LoadedModel
+from openkontext.model import LoadedModel
+from openkontext.pipeline import Kontext
 from openkontext.serve.app import create_app
 from openkontext.serve.settings import ServeSettings
 from openkontext.serve.store import JobStore, State

@@ -7,7 +7,8 @@ import torch
 from typer.testing import CliRunner
 
 from openkontext.cli import app
-from openkontext.pipeline import Kontext, LoadedModel
+from openkontext.model import LoadedModel
+from openkontext.pipeline import Kontext
 from openkontext.weights import load_model, save_mini
 
 from .test_train_mini import unboxed

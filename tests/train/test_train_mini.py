@@ -158,7 +158,7 @@ def test_seed_history_flattens_the_nested_form_of_older_exports():
 def test_a_byte_text_export_seeds_a_sentence_text_run(tmp_path):
     """Switching text encoders keeps every transformer weight but the two input layers whose
     width changes, and counts steps from 0 (it is a new model)."""
-    from openkontext.pipeline import LoadedModel
+    from openkontext.model import LoadedModel
     from openkontext.train.cli import seed_run_from_export
     from openkontext.weights import save_mini
 
@@ -326,8 +326,7 @@ def test_a_mini_export_seeds_a_deeper_run_that_starts_where_it_was(tmp_path, sha
     """Growing mini into mini-deep (mini-fine into mini-fine-deep): the two added single-stream
     blocks start as the identity, so the seeded model predicts exactly what the export does, and
     the step count goes on."""
-    from openkontext.model import Flux
-    from openkontext.pipeline import LoadedModel
+    from openkontext.model import Flux, LoadedModel
     from openkontext.train.cli import seed_run_from_export
     from openkontext.weights import save_mini
 
@@ -590,7 +589,7 @@ def test_a_text_drop_run_exports_classifier_free_guidance(run, tmp_path):
     model = load_model(tmp_path / "guided")
     assert model.preset.classifier_free and model.preset.default_guidance == 2.5
     older = json.loads((tmp_path / "guided" / "mini.json").read_text())
-    del older["preset"]["classifier_free"]  # an export written before session 8
+    del older["preset"]["classifier_free"]  # an export written before 8,800 steps
     (tmp_path / "guided" / "mini.json").write_text(json.dumps(older))
     assert not load_model(tmp_path / "guided").preset.classifier_free
 
@@ -598,7 +597,7 @@ def test_a_text_drop_run_exports_classifier_free_guidance(run, tmp_path):
 def test_a_mini_fine_deep_export_fits_under_the_package_cap(tmp_path):
     """The deeper preset is the largest the package can ship: its fp16 export (transformer and
     autoencoder; the sentence encoder comes from its own package) stays under 25 MB."""
-    from openkontext.pipeline import LoadedModel
+    from openkontext.model import LoadedModel
     from openkontext.weights import save_mini
 
     model = LoadedModel.random("mini-fine-deep", seed=1)
@@ -610,14 +609,14 @@ def test_a_mini_fine_deep_export_fits_under_the_package_cap(tmp_path):
 
 
 def test_compare_runs_says_whether_two_runs_draw_the_same_batches(run, tmp_path):
-    """benchmarks/compare_runs.py pairs two runs' losses step by step only when their seed and
+    """benchmarks/mini/compare_runs.py pairs two runs' losses step by step only when their seed and
     data mix agree; another --seed (or contrast) makes it say the losses are not paired. And the
     seed reaches what a step draws: one step from one checkpoint under two seeds lands apart."""
     import shutil
     import subprocess
     import sys
 
-    script = Path(__file__).parents[2] / "benchmarks" / "compare_runs.py"
+    script = Path(__file__).parents[2] / "benchmarks" / "mini" / "compare_runs.py"
     ae = run[1]  # the module-wide run folder is trained further by other tests: start afresh
 
     def train(folder: Path, steps: int, **changes) -> dict:

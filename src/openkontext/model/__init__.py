@@ -1,7 +1,9 @@
-"""Model definitions: transformer, autoencoder, text encoders and the preset registry."""
+"""Model definitions: transformer, autoencoder, text encoders, the preset registry, and
+`LoadedModel`, the three parts of one preset loaded together."""
 
 from openkontext.model.autoencoder import AutoEncoder, AutoEncoderParams
 from openkontext.model.flux import Flux, FluxParams
+from openkontext.model.loaded import LoadedModel
 from openkontext.model.presets import (
     KONTEXT_RESOLUTIONS,
     PRESETS,
@@ -16,6 +18,7 @@ from openkontext.model.text import (
     HFTextEncoders,
     SentenceTextEncoder,
     SentenceTextParams,
+    TextEncoder,
     TextEncoderMissing,
     build_text_encoder,
 )
@@ -30,9 +33,11 @@ __all__ = [
     "Flux",
     "FluxParams",
     "HFTextEncoders",
+    "LoadedModel",
     "ModelPreset",
     "SentenceTextEncoder",
     "SentenceTextParams",
+    "TextEncoder",
     "TextEncoderMissing",
     "build_text_encoder",
     "get_preset",

@@ -52,6 +52,12 @@ class ModelPreset:
         return self.ae.downsample * 2
 
     @property
+    def shapes_world_only(self) -> bool:
+        """The mini presets (the ones with a small text encoder of their own): trained on
+        Shapes World alone, they know nothing else."""
+        return self.text is not None
+
+    @property
     def max_side(self) -> int:
         """The longest output side asked for by width/height: twice the trained size (2048 for
         Kontext [dev]; 128 for mini, whose work grows with the square of it)."""
@@ -68,7 +74,7 @@ PRESETS: dict[str, ModelPreset] = {
         default_steps=28,
         default_guidance=2.5,
     ),
-    # The embedded model: frozen all-MiniLM-L6-v2 text encoder (session 3 on).
+    # The embedded model: frozen all-MiniLM-L6-v2 text encoder (since the 5,200-step export).
     "mini": ModelPreset(
         name="mini",
         flux=FluxParams(
@@ -104,8 +110,8 @@ PRESETS: dict[str, ModelPreset] = {
 }
 
 
-# Sessions 1-2: the same transformer with a byte-level text encoder trained jointly (the
-# exports of those sessions name this preset's shapes; they still load).
+# The first two exports (to 6,000 steps, 2026-11-22): the same transformer with a byte-level text
+# encoder trained jointly (those exports name this preset's shapes; they still load).
 PRESETS["mini-byte"] = dataclasses.replace(
     PRESETS["mini"],
     name="mini-byte",
@@ -114,8 +120,9 @@ PRESETS["mini-byte"] = dataclasses.replace(
 )
 
 
-# Session 5: mini with two more single-stream blocks, grown from a mini export (the new blocks
-# start as the identity: their modulation is zeroed), measured against mini at equal wall time.
+# mini with two more single-stream blocks, grown from a mini export (the new blocks start as the
+# identity: their modulation is zeroed), measured against mini at equal wall time (docs/mini.md,
+# `mini` 14,400 to 17,900 steps).
 PRESETS["mini-deep"] = dataclasses.replace(
     PRESETS["mini"],
     name="mini-deep",
@@ -123,10 +130,10 @@ PRESETS["mini-deep"] = dataclasses.replace(
 )
 
 
-# Session 7: mini on a finer token grid. The 8x autoencoder gives a 64 px picture 4 x 4 tokens of
-# 16 px, which do not line up with Shapes World's 3 x 3 cells (an object in the centre cell
-# straddles four tokens); one level fewer (4x) gives 8 x 8 tokens of 8 px
-# for twice the training step (benchmarks/train_step_cost.py).
+# mini on a finer token grid (docs/mini.md, `mini-fine` 0 to 5,600 steps). The 8x autoencoder
+# gives a 64 px picture 4 x 4 tokens of 16 px, which do not line up with Shapes World's 3 x 3 cells
+# (an object in the centre cell straddles four tokens); one level fewer (4x) gives 8 x 8 tokens of
+# 8 px for twice the training step (benchmarks/mini/train_step_cost.py).
 PRESETS["mini-fine"] = dataclasses.replace(
     PRESETS["mini"],
     name="mini-fine",
@@ -134,9 +141,9 @@ PRESETS["mini-fine"] = dataclasses.replace(
 )
 
 
-# Session 11: mini-fine with two more single-stream blocks (as mini-deep is to mini), to be grown
-# from a mini-fine export. 11.2M transformer parameters: its fp16 export with the autoencoder is
-# 24.4 MB, just under the 25 MB the package allows.
+# mini-fine with two more single-stream blocks (as mini-deep is to mini), to be grown from a
+# mini-fine export (docs/mini.md, 17,000 to 21,000 steps). 11.2M transformer parameters: its fp16
+# export with the autoencoder is 24.4 MB, just under the 25 MB the package allows.
 PRESETS["mini-fine-deep"] = dataclasses.replace(
     PRESETS["mini-fine"],
     name="mini-fine-deep",
@@ -181,5 +188,5 @@ def preset_from_dict(d: dict) -> ModelPreset:
         native_size=d["native_size"],
         default_steps=d["default_steps"],
         default_guidance=d["default_guidance"],
-        classifier_free=d.get("classifier_free", False),  # exports before session 8 lack it
+        classifier_free=d.get("classifier_free", False),  # exports before 8,800 steps lack it
     )

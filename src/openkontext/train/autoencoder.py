@@ -34,7 +34,7 @@ class AETrainConfig:
     lr: float = 1e-3
     kl_weight: float = 1e-4
     filter_prob: float = 0.3
-    object_weight: float = 4.0  # see reconstruction_loss (session 4; the shipped run used 0)
+    object_weight: float = 4.0  # see reconstruction_loss (since 2026-11-22; the shipped run used 0)
     # bf16 autocast where the CPU has bf16 hardware (see native_bf16), fp32 elsewhere
     autocast_bf16: bool = dataclasses.field(default_factory=native_bf16)
     checkpoint_every: int = 250

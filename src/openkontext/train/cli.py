@@ -11,7 +11,7 @@ import typer
 
 app = typer.Typer(help="Train the embedded mini model on Shapes World.", no_args_is_help=True)
 
-# What a new run trains when --preset is not given (session 7 on: the finer token grid).
+# What a new run trains when --preset is not given (the finer token grid, since 2026-11-30).
 DEFAULT_PRESET = "mini-fine"
 # Written out rather than built from model.presets.MINI_PRESETS, which would import torch for
 # every `openkontext` command; a test checks the two name the same presets.
@@ -254,7 +254,7 @@ def _export_preset_name(folder: Path) -> str:
 
 
 def _run_preset(state: dict) -> str:
-    """The preset a transformer checkpoint was trained as (runs before session 5 did not record
+    """The preset a transformer checkpoint was trained as (runs before 2026-11-30 did not record
     it: they were all mini)."""
     return state.get("preset", "mini")
 
@@ -367,7 +367,7 @@ def average(
     """Write a mini export whose transformer and text encoder are the mean of the EXPORTS'
     (a weight average, or "model soup"). Meant for runs continued from one export with different
     recipes, which stay close enough in weight space for their mean to work: score it beside
-    them (benchmarks/evaluate_runs.py) before shipping it."""
+    them (benchmarks/mini/evaluate_runs.py) before shipping it."""
     import torch
 
     from openkontext.model import preset_to_dict

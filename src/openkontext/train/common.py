@@ -19,7 +19,7 @@ def native_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (AMX or AVX-512 BF16). Where it does, bf16
     autocast made training steps 2-3x faster; where it does not (AVX2 only, e.g. the AMD EPYC
     machines), torch emulates it and a bf16 matmul ran ~150x slower than fp32
-    (`python benchmarks/bf16_speed.py` measures both)."""
+    (`python benchmarks/mini/bf16_speed.py` measures both)."""
     caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
     return bool(caps.get("amx_bf16") or caps.get("avx512_bf16"))
 

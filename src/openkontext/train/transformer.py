@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from openkontext import flow
-from openkontext.model import AutoEncoder, Flux, ModelPreset, build_text_encoder
+from openkontext.model import AutoEncoder, Flux, LoadedModel, ModelPreset, build_text_encoder
 from openkontext.packing import References, image_ids, pack, text_ids
-from openkontext.pipeline import LoadedModel, run_tensors
+from openkontext.sampling import run_tensors
 from openkontext.train.autoencoder import object_mask, psnr
 from openkontext.train.common import EMA, JsonlLog, atomic_torch_save, native_bf16, progress_bar
 from openkontext.world.sampling import (
@@ -51,7 +51,7 @@ class FlowTrainConfig:
     cooldown: int = 0
     weight_decay: float = 0.01
     ema_decay: float = 0.999
-    # logit-normal t: sigmoid(N(t_mean, t_std)). Centred at 0 (sessions 1-2) only 1.4% of
+    # logit-normal t: sigmoid(N(t_mean, t_std)). Centred at 0 (the runs to 6,000 steps) only 1.4% of
     # samples had t > 0.9, where the colour an instruction asks for and the untouched parts of
     # the reference are known from the text and reference alone (x_t still shows them at lower
     # t); the model never learnt to read colour words. 1.0 puts 12% there (docs/mini.md).
@@ -62,38 +62,40 @@ class FlowTrainConfig:
     kind_weights: dict[str, float] | None = None
     # Tokens that hold an object (or part of one) in the target or the reference weigh
     # 1 + object_weight in each sample's loss. Most tokens of a picture are plain background,
-    # which the model gets right early; the errors left are in objects (docs/mini.md, session 6).
+    # which the model gets right early; the errors left are in objects (docs/mini.md, `mini`
+    # 17,900 to 30,000 steps).
     object_weight: float = 0.0
     # Tokens where an edit's target differs from its source (the change mask) weigh
     # 1 + change_weight in that sample's loss. A recolour changes about a tenth of the tokens,
     # so in a plain mean the words' one effect is nearly invisible next to copying the reference
-    # (docs/mini.md, session 9). Generations have no source and are not weighted by it.
+    # (docs/mini.md, 8,800 to 10,600 steps). Generations have no source and are not weighted by it.
     change_weight: float = 0.0
     # The edit kinds whose samples object_weight and change_weight act on; None: every edit
     # (and the generations, for object_weight). Recolours are the floor's last miss: the model
-    # paints the asked colour on another object (docs/mini.md, session 18), and weighting every
-    # kind's changed tokens (sessions 9-10) cost the other kinds what they had learnt to copy.
-    # Objects and changed tokens 2x in recolours only did not change which object gets painted
-    # in 2,600 steps (session 19).
+    # paints the asked colour on another object (docs/mini.md, 44,600 to 49,400 steps), and
+    # weighting every kind's changed tokens (8,800 to 17,000 steps) cost the other kinds what they
+    # had learnt to copy. Objects and changed tokens 2x in recolours only did not change which
+    # object gets painted in 2,600 steps (49,400 to 52,000 steps).
     weighted_kinds: list[str] | None = None
     # Each sample's instruction or description is replaced by "" with this probability, so the
     # model also learns the unconditional velocity that classifier-free guidance needs
-    # (`guidance` > 1 on a model without a guidance embedding; docs/mini.md, session 8).
+    # (`guidance` > 1 on a model without a guidance embedding; docs/mini.md, 5,600 to 8,800
+    # steps).
     text_drop: float = 0.0
     # This fraction of the edits that act on one named object (recolor, remove, move, resize,
     # reshape) come with a twin in the batch: the same kind on the same picture naming another
     # object. A third of the failed edits return the input: the model knows the kind of edit but
-    # not where the named object is (docs/mini.md, session 11); a twin shows it two answers
-    # that differ only by the object word (session 13).
+    # not where the named object is (docs/mini.md, 17,000 to 21,000 steps); a twin shows it two
+    # answers that differ only by the object word (27,000 to 30,200 steps).
     contrast: float = 0.0
     # This fraction of the recolours come with a twin that recolours the same object to another
-    # colour, so the two answers differ only in that object's colour. Where recolours failed in
-    # session 16 the named object mostly kept its old colour (docs/mini.md).
+    # colour, so the two answers differ only in that object's colour. Where recolours failed at
+    # 41,000 steps the named object mostly kept its old colour (docs/mini.md).
     colour_contrast: float = 0.0
     # Contrast twins name, where the picture has one, an object of a shape alike the named one's
     # (circle / square, triangle / star / diamond): more than half of the recolour misses paint
-    # such an object (docs/mini.md, session 19). In 3,000 steps they did not make those misses
-    # rarer (session 20).
+    # such an object (docs/mini.md, 49,400 to 52,000 steps). In 3,000 steps they did not make
+    # those misses rarer (49,400 to 52,400 steps).
     alike_twins: bool = False
     checkpoint_every: int = 200
     eval_every: int = 1000
@@ -302,7 +304,7 @@ class Stepper:
             else {}
         )
         # "loss" (and the bands and kinds) stay unweighted, so runs with and without object
-        # weighting compare on one measure (benchmarks/compare_runs.py)
+        # weighting compare on one measure (benchmarks/mini/compare_runs.py)
         return {
             "loss": round(plain.mean().item(), 5),
             **weighted,
@@ -384,7 +386,7 @@ def step_streams(seed: int, step: int) -> tuple[random.Random, torch.Generator]:
     """The random streams of one training step (its samples, then its noise and t): a function
     of the run's seed and the step alone, so a resumed run sees exactly the batches it would
     have seen without stopping, and two runs from the same checkpoint see the same batches at
-    the same step (benchmarks/compare_runs.py pairs their losses)."""
+    the same step (benchmarks/mini/compare_runs.py pairs their losses)."""
     rng = random.Random(f"flux:{seed}:{step}")
     return rng, torch.Generator().manual_seed(rng.getrandbits(63))
 

@@ -4,7 +4,7 @@
 - `files`: finding, reading (meta device, one copy) and writing those checkpoints;
 - `mini`: the project's own export of the embedded `mini` model.
 
-`load_model` turns what a user names (`--weights`) into a `pipeline.LoadedModel`.
+`load_model` turns what a user names (`--weights`) into a `model.LoadedModel`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from openkontext.model import HFTextEncoders, LoadedModel, get_preset
 from openkontext.weights.files import (
     CheckpointFiles,
     _subfolders,
@@ -77,8 +78,8 @@ def load_model(
     device="cpu",
     dtype: torch.dtype = torch.float32,
     text_encoders: str | Path | None = None,
-):
-    """A `pipeline.LoadedModel` from what a user names:
+) -> LoadedModel:
+    """A `LoadedModel` from what a user names:
 
     - None: the embedded mini model shipped in the package;
     - a mini export folder (`mini.json` + `mini.safetensors`);
@@ -88,10 +89,6 @@ def load_model(
       `kontext-dev` preset with the checkpoint's sizes, and T5/CLIP from the diffusers folder or
       from `text_encoders` (a folder with text_encoder/, text_encoder_2/ and their tokenizers).
     """
-    from openkontext.model import get_preset
-    from openkontext.model.text import HFTextEncoders
-    from openkontext.pipeline import LoadedModel  # pipeline imports this module lazily too
-
     device = torch.device(device)
     if weights is None:
         if not is_mini_export(EMBEDDED_DIR):

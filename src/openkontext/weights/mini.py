@@ -16,7 +16,18 @@ from safetensors.torch import save
 from torch import Tensor, nn
 
 from openkontext.files import atomic_write
-from openkontext.model import AutoEncoder, Flux, ModelPreset, preset_from_dict, preset_to_dict
+from openkontext.model import (
+    AutoEncoder,
+    ByteTextEncoder,
+    Flux,
+    LoadedModel,
+    ModelPreset,
+    SentenceTextParams,
+    TextEncoderMissing,
+    build_text_encoder,
+    preset_from_dict,
+    preset_to_dict,
+)
 from openkontext.weights.keys import WeightsError
 
 EMBEDDED_DIR = Path(__file__).parent.parent / "embedded"
@@ -56,16 +67,8 @@ def is_mini_export(path: str | Path) -> bool:
     return (path / MINI_CONFIG).is_file() if path.is_dir() else path.name == MINI_CONFIG
 
 
-def load_mini(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32):
+def load_mini(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32) -> LoadedModel:
     """A `LoadedModel` from a mini export folder (or its config file)."""
-    from openkontext.model import (
-        ByteTextEncoder,
-        SentenceTextParams,
-        TextEncoderMissing,
-        build_text_encoder,
-    )
-    from openkontext.pipeline import LoadedModel
-
     folder = Path(path)
     folder = folder.parent if folder.name == MINI_CONFIG else folder
     config_path, weights_path = folder / MINI_CONFIG, folder / MINI_WEIGHTS

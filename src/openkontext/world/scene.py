@@ -37,8 +37,9 @@ COLORS: dict[str, tuple[int, int, int]] = {
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "star")
 # Shapes the model takes for one another: the blobs that fill their box and the pointed ones.
 # A recolour that misses mostly paints an object of a shape alike the named one's
-# (benchmarks/object_colours.py; docs/mini.md, session 19). The pointed ones are also the
-# closest pairs in pixels; circle and square are not (benchmarks/shape_latents.py, session 20).
+# (benchmarks/mini/object_colours.py; docs/mini.md, 49,400 to 52,000 steps). The pointed ones are
+# also the closest pairs in pixels; circle and square are not (benchmarks/mini/shape_latents.py;
+# docs/mini.md, 49,400 to 52,400 steps).
 ALIKE_SHAPES: tuple[frozenset[str], ...] = (
     frozenset({"circle", "square"}), frozenset({"triangle", "star", "diamond"}),
 )

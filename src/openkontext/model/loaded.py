@@ -1,0 +1,63 @@
+"""`LoadedModel`: the three parts of one preset, loaded and ready to sample.
+
+`openkontext.weights` builds it from what a user names; the sampler and the pipeline take it.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from openkontext.model.autoencoder import AutoEncoder
+from openkontext.model.flux import Flux
+from openkontext.model.presets import ModelPreset, get_preset
+from openkontext.model.text import TextEncoder, build_text_encoder
+
+
+@dataclass
+class LoadedModel:
+    """Everything needed to sample: transformer, autoencoder and text encoder of one preset."""
+
+    preset: ModelPreset
+    flux: Flux
+    ae: AutoEncoder
+    text: TextEncoder
+    device: torch.device
+    dtype: torch.dtype
+    offload: bool = False  # keep weights on the CPU; move each part to `device` while it runs
+
+    @property
+    def z_channels(self) -> int:
+        return self.ae.params.z_channels
+
+    @contextmanager
+    def using(self, part):
+        """`part` (transformer, autoencoder or text encoder) on `device` for the duration; with
+        offload on, moved there on entry and back to the CPU on exit, so a low-memory GPU
+        holds one part at a time."""
+        if not self.offload:
+            yield part
+            return
+        part.to(self.device)
+        try:
+            yield part
+        finally:
+            part.to("cpu")
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    @classmethod
+    def random(cls, preset: str | ModelPreset = "mini", seed: int = 0) -> LoadedModel:
+        """A randomly initialised model of a mini preset (a frozen sentence encoder keeps its
+        pretrained weights): for tests and for trying the machinery before trained weights
+        exist. Its pictures are noise."""
+        p = get_preset(preset) if isinstance(preset, str) else preset
+        if p.text is None:
+            raise ValueError(f"preset {p.name!r} needs T5/CLIP weights; no random variant")
+        torch.manual_seed(seed)
+        flux, ae, text = Flux(p.flux), AutoEncoder(p.ae), build_text_encoder(p.text)
+        for m in (flux, ae, text):
+            m.eval().requires_grad_(False)
+        return cls(p, flux, ae, text, torch.device("cpu"), torch.float32)
