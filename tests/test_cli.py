@@ -51,7 +51,8 @@ def test_generate_with_aspect_ratio(tmp_path):
         (["--format", "bmp"], "--format"),
         (["--aspect-ratio", "40:1"], "aspect_ratio"),
         (["--steps", "0"], "steps"),
-        (["-n", "9"], "num_images"),
+        (["-n", "9"], "--num-images"),
+        (["--quality", "0"], "--quality"),
     ],
 )
 def test_bad_options_exit_2_with_a_message(scene, tmp_path, args, message):
@@ -96,10 +97,25 @@ def test_chat_five_turns_with_undo_branch_history_and_save(scene, tmp_path):
     assert doc["head"] == 5
 
 
-def test_demo_writes_before_after_target(tmp_path):
+def test_demo_runs_a_session_and_judges_every_turn(tmp_path):
+    import re
+
     r = runner.invoke(app, ["demo", "--out", str(tmp_path), "--weights", "random"])
     assert r.exit_code == 0, r.output
-    for name in ("before", "after", "target"):
+    turns = re.findall(r"turn (\d), (\w+): \"[^\"]+\" - (right|wrong)", r.output)
+    assert [kind for _, kind, _ in turns] == ["add", "background", "recolor", "remove", "night"]
+    assert all(verdict == "wrong" for _, _, verdict in turns)  # random weights: noise
+    for name in ["turn0", *(f"turn{n}" for n in range(1, 6)),
+                 *(f"turn{n}_truth" for n in range(1, 6))]:
         with Image.open(tmp_path / f"{name}.png") as im:
             assert im.size == (64, 64)
-    assert "PSNR to ground truth" in r.output
+    assert re.search(r"0 of 5 turns right. A turn counts as right at 25 dB", r.output)
+
+
+def test_the_embedded_models_demo_gets_most_turns_right(tmp_path):
+    import re
+
+    r = runner.invoke(app, ["demo", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    right = int(re.search(r"(\d) of 5 turns right", r.output)[1])
+    assert right >= 4, r.output  # seed 0: all five, at the export shipped on 2026-12-06

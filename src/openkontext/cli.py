@@ -1,12 +1,14 @@
 """The `openkontext` command line.
 
 Exit codes: 0 success, 2 bad input (unreadable image, bad size, unknown option value, missing
-weights), 1 an internal error. `--json` prints one JSON document on stdout for scripts;
-progress bars go to stderr.
+weights, a device this machine lacks, an output path that cannot be written), 1 an internal
+error. Paths and options are checked (`openkontext.files`) before the model loads. `--json`
+prints one JSON document on stdout for scripts; progress bars go to stderr.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -16,9 +18,17 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from openkontext.eval.cli import register as register_eval
+from openkontext.files import (
+    FORMAT_ALIASES,
+    atomic_write,
+    check_input_file,
+    check_output_folder,
+    image_outputs,
+)
 from openkontext.serve.cli import register as register_serve
 from openkontext.train.cli import app as train_app
 from openkontext.world.cli import app as world_app
@@ -64,22 +74,45 @@ Guidance = Annotated[
 Aspect = Annotated[str | None, typer.Option("--aspect-ratio", help="W:H, 21:9 .. 9:21")]
 Width = Annotated[int | None, typer.Option(help="explicit width (with --height)")]
 Height = Annotated[int | None, typer.Option(help="explicit height (with --width)")]
-NumImages = Annotated[int, typer.Option("--num-images", "-n", help="1..4, one batch")]
-Format = Annotated[str, typer.Option("--format", "-f", help="png, jpeg or webp")]
-Quality = Annotated[int, typer.Option(help="jpeg/webp quality 1..100")]
+NumImages = Annotated[int, typer.Option("--num-images", "-n", min=1, max=4, help="one batch")]
+
+
+class ImageFormat(enum.StrEnum):
+    png = "png"
+    jpeg = "jpeg"
+    jpg = "jpg"
+    webp = "webp"
+
+
+Format = Annotated[
+    ImageFormat | None,
+    typer.Option(
+        "--format",
+        "-f",
+        case_sensitive=False,
+        help="default: from the -o suffix, else png; must agree with the suffix",
+    ),
+]
+Quality = Annotated[int, typer.Option(min=1, max=100, help="jpeg/webp quality")]
 Style = Annotated[str | None, typer.Option("--style", help="a named style preset")]
 Preserve = Annotated[bool, typer.Option(help="paste back pixels the edit did not change")]
 AsJson = Annotated[bool, typer.Option("--json", help="print a JSON result on stdout")]
-Output = Annotated[Path | None, typer.Option("--output", "-o", help="output file")]
-
-
-class BadInput(Exception):
-    """Raised for user errors that should exit with EXIT_BAD_INPUT."""
+Output = Annotated[
+    Path | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="output file, not a directory (missing folders are made); .png, .jpg/.jpeg or .webp "
+        "sets the format, a name without a suffix gets .png (or --format's); -n 2+ writes "
+        "NAME_1.png, NAME_2.png, ...",
+    ),
+]
 
 
 @contextmanager
 def _errors() -> Iterator[None]:
-    """Turn known user errors into a one-line message and exit code 2; others into exit 1."""
+    """Turn known user errors (PathError and the other ValueErrors included) into a one-line
+    message and exit code 2; others into exit 1."""
     from openkontext.imaging import ImageError
     from openkontext.resolution import SizeError
     from openkontext.session import SessionError
@@ -88,7 +121,6 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except (
-        BadInput,
         ImageError,
         SizeError,
         SessionError,
@@ -96,12 +128,16 @@ def _errors() -> Iterator[None]:
         ValueError,
         FileNotFoundError,
     ) as e:
-        err.print(f"[red]error:[/red] {e}")
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except typer.Exit:
         raise
     except Exception as e:  # noqa: BLE001 - last resort: report, do not dump a traceback
-        err.print(f"[red]internal error:[/red] {type(e).__name__}: {e}")
+        err.print(
+            f"[red]internal error:[/red] {type(e).__name__}: {escape(str(e))}",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(EXIT_INTERNAL) from None
 
 
@@ -129,19 +165,19 @@ def _load(weights, device, dtype, offload: bool = False):
         return Kontext.load(weights, device=device, dtype=dtype, offload=offload)
 
 
-def _write_outputs(result, output: Path, fmt: str, quality: int) -> list[Path]:
-    if fmt not in FORMATS:
-        raise BadInput(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    blobs = result.encode(fmt, quality=quality)
-    if len(blobs) == 1:
-        paths = [output]
-    else:
-        paths = [
-            output.with_name(f"{output.stem}_{i + 1}{output.suffix}") for i in range(len(blobs))
-        ]
-    from openkontext.files import atomic_write
+def _check_outputs(output: Path | None, fmt: ImageFormat | None, count: int) -> str:
+    """Check -o and --format before the model loads; the format to write. Without -o the
+    files are named after the seed, known only later, in the working directory."""
+    fmt = fmt and FORMAT_ALIASES.get(fmt.value, fmt.value)
+    if output is None:
+        check_output_folder(Path.cwd())
+        return fmt or FORMATS[0]
+    return image_outputs(output, fmt, FORMATS, count)[1]
 
-    for path, data in zip(paths, blobs, strict=True):
+
+def _write_outputs(result, output: Path, fmt: str, quality: int) -> list[Path]:
+    paths, fmt = image_outputs(output, fmt, FORMATS, len(result.images))
+    for path, data in zip(paths, result.encode(fmt, quality=quality), strict=True):
         atomic_write(path, data)
     return paths
 
@@ -157,13 +193,17 @@ def _report(result, paths: list[Path], as_json: bool) -> None:
         "prompt": result.prompt,
         "model": result.model,
         "seconds": round(result.seconds, 3),
+        "notice": result.notice,
     }
+    if result.notice:
+        err.print(f"note: {result.notice}", markup=False, highlight=False, soft_wrap=True)
     if as_json:
         typer.echo(json.dumps(doc))
     else:
         for p, s in zip(paths, result.seeds, strict=True):
             err.print(
-                f"wrote {p} ({result.width}x{result.height}, seed {s}, {result.seconds:.2f} s)"
+                f"wrote {p} ({result.width}x{result.height}, seed {s}, {result.seconds:.2f} s)",
+                markup=False,
             )
 
 
@@ -187,7 +227,7 @@ def edit(
     width: Width = None,
     height: Height = None,
     num_images: NumImages = 1,
-    fmt: Format = "png",
+    fmt: Format = None,
     quality: Quality = 95,
     style: Style = None,
     preserve: Preserve = True,
@@ -204,10 +244,10 @@ def edit(
         settings = Settings(
             seed, steps, guidance, aspect_ratio, width, height, num_images, style, preserve
         )
+        images = [check_input_file(p) for p in [image, *(reference or [])]]
+        fmt = _check_outputs(output, fmt, num_images)
         kontext = _load(weights, device, dtype, offload)
-        result = _run(
-            kontext, instruction, [image, *(reference or [])], settings, "editing", as_json
-        )
+        result = _run(kontext, instruction, images, settings, "editing", as_json)
         out = output or Path(f"{image.stem}-edit-{result.seeds[0]}.{fmt}")
         _report(result, _write_outputs(result, out, fmt, quality), as_json)
 
@@ -223,7 +263,7 @@ def generate(
     width: Width = None,
     height: Height = None,
     num_images: NumImages = 1,
-    fmt: Format = "png",
+    fmt: Format = None,
     quality: Quality = 95,
     style: Style = None,
     weights: Weights = None,
@@ -237,6 +277,7 @@ def generate(
 
     with _errors():
         settings = Settings(seed, steps, guidance, aspect_ratio, width, height, num_images, style)
+        fmt = _check_outputs(output, fmt, num_images)
         kontext = _load(weights, device, dtype, offload)
         result = _run(kontext, prompt, [], settings, "generating", as_json)
         out = output or Path(f"generated-{result.seeds[0]}.{fmt}")
@@ -272,7 +313,9 @@ def chat(
     weights: Weights = None,
     device: Device = None,
     dtype: Dtype = None,
-    save: Annotated[Path | None, typer.Option(help="save here on exit")] = None,
+    save: Annotated[
+        Path | None, typer.Option(help="save the session in this folder on exit")
+    ] = None,
     output_dir: Annotated[Path, typer.Option(help="each turn's image is written here")] = Path(
         "chat"
     ),
@@ -282,6 +325,11 @@ def chat(
     from openkontext.cli_chat import run_chat
 
     with _errors():
+        if image is not None:
+            check_input_file(image)
+        for folder in (output_dir, save):
+            if folder is not None:
+                check_output_folder(folder)
         kontext = _load(weights, device, dtype)
         session = kontext.session(image, seed=seed, steps=steps)
         run_chat(session, sys.stdin, err, output_dir, save, _progress)
@@ -297,6 +345,7 @@ def demo(
     from openkontext.cli_chat import run_demo
 
     with _errors():
+        check_output_folder(out)
         run_demo(_load(weights, None, None), out, seed, err, _progress)
 
 

@@ -80,3 +80,28 @@ def test_the_shapes_suite_with_a_limit(app, tmp_path):
     assert [c["category"] for c in report["cases"]] == ["recolor", "remove"]
     assert report["settings"]["preserve"] is False
     assert report["settings"]["dataset"] == "suite:shapes:1"
+
+
+def test_bad_paths_are_refused_before_the_model_loads(tmp_path, paired):
+    import typer
+
+    from openkontext.eval.cli import register
+
+    loads = []
+    app = typer.Typer(add_completion=False)
+    register(app, load=lambda *args: loads.append(args))
+    app.callback()(lambda: None)  # keeps `eval` a named sub-command
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    cases = [
+        (["eval", str(tmp_path / "gone.jsonl")], "gone.jsonl does not exist"),
+        (["eval", str(tmp_path)], "is a directory, not a file"),
+        (["eval", str(paired), "--json", "/sys/x.json"], "cannot write /sys/x.json"),
+        (["eval", str(paired), "--json", str(tmp_path)], "is a directory"),
+        (["eval", str(paired), "--save-outputs", str(afile / "out")], "is a file"),
+    ]
+    for args, words in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert words in result.stderr and "Traceback" not in result.output, result.stderr
+    assert loads == []

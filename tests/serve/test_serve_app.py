@@ -182,3 +182,26 @@ def test_reference_pages_need_no_internet(serve):
             r = live.client.get(url)
             assert r.status_code == 200 and len(r.content) > 100, url
     assert live.client.get("/openapi.json").json()["info"]["title"] == "openkontext"
+
+
+def test_a_picture_outside_shapes_world_gets_a_notice_in_details(serve):
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from openkontext.world.likeness import NOTICE
+
+    noise = np.random.default_rng(1)
+    photo = Image.fromarray((noise.random((120, 160, 3)) * 255).astype(np.uint8))
+    buf = io.BytesIO()
+    photo.save(buf, "PNG")
+    live = serve()
+    job = live.submit({"prompt": "make the car red", "steps": 1,
+                       "input_image": base64.b64encode(buf.getvalue()).decode()}).json()
+    body = live.wait(job["polling_url"])
+    assert body["status"] == "Ready" and body["details"] == {"notice": NOTICE}
+    plain = live.wait(live.submit({"prompt": "x", "steps": 1, "input_image": png_b64()})
+                      .json()["polling_url"])
+    assert plain["status"] == "Ready" and plain["details"] is None

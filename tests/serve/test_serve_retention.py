@@ -35,6 +35,8 @@ def test_inputs_are_deleted_when_their_job_is_done(serve, mini_model):
         queued = live.submit({"prompt": "b", "input_image": png_b64(), "steps": 1}).json()
         assert (retention.input_dir(s, running["id"]) / "0.img").is_file()  # needed: running
         assert (retention.input_dir(s, queued["id"]) / "0.img").is_file()  # needed: queued
+        # Other people's pictures: readable by the server's user alone, whatever the umask.
+        assert (retention.input_dir(s, queued["id"]) / "0.img").stat().st_mode & 0o777 == 0o600
         live.client.post("/v1/cancel", params={"id": queued["id"]})
         assert not retention.input_dir(s, queued["id"]).exists()  # cancelled: at once
     finally:
@@ -62,6 +64,7 @@ def test_results_expire_after_the_ttl_and_kept_inputs_with_them(serve):
     finished = time.time()
     assert body["status"] == "Ready"
     assert (retention.result_dir(s, job["id"]) / "0.png").is_file()
+    assert (retention.result_dir(s, job["id"]) / "0.png").stat().st_mode & 0o777 == 0o600
     assert (retention.input_dir(s, job["id"]) / "0.img").is_file()  # kept on request
     sample = body["result"]["sample"]
     assert live.client.get(sample).status_code == 200

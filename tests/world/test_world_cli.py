@@ -4,6 +4,7 @@ import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
+from openkontext.files import PathError, check_output_folder
 from openkontext.world.cli import app
 from openkontext.world.dataset import CATEGORIES
 from openkontext.world.render import change_mask, render_target
@@ -38,14 +39,40 @@ def test_render_refuses_bad_scene_files(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**SCENE, "background": "red"}))  # the circle is red too
     result = runner.invoke(app, ["render", str(bad), "-o", str(tmp_path / "x.png")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "colour of the background" in result.output + result.stderr
     assert not (tmp_path / "x.png").exists()
     missing = runner.invoke(app, ["render", str(tmp_path / "nope.json"), "-o", "x.png"])
-    assert missing.exit_code == 1 and "cannot read" in missing.output + missing.stderr
+    assert missing.exit_code == 2 and "nope.json does not exist" in missing.output
+    folder = runner.invoke(app, ["render", str(tmp_path), "-o", "x.png"])
+    assert folder.exit_code == 2 and f"{tmp_path} is a directory, not a file" in folder.output
     bad.write_text("{not json")
     result = runner.invoke(app, ["render", str(bad), "-o", str(tmp_path / "x.png")])
-    assert result.exit_code == 1 and "not valid JSON" in result.output + result.stderr
+    assert result.exit_code == 2 and "not valid JSON" in result.output + result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json"]
+
+
+def test_render_refuses_bad_outputs_and_sizes(tmp_path):
+    scene_file = tmp_path / "scene.json"
+    scene_file.write_text(json.dumps(SCENE))
+    (tmp_path / "notes.txt").write_text("hi")
+    cases = [
+        (["-o", str(tmp_path)], f"{tmp_path} is a directory; give a file name such as"),
+        (["-o", str(tmp_path / "notes.txt" / "x.png")], "notes.txt is a file, not a directory"),
+        (["-o", str(tmp_path / "x.jpg")], "the name must end in .png"),
+        (["-o", str(tmp_path / "x.png"), "--size", "0"], "--size and --height must be positive"),
+    ]
+    try:
+        check_output_folder("/sys")  # sysfs refuses new files, even root's
+    except PathError:
+        cases.append((["-o", "/sys/x.png"], "cannot write /sys/x.png"))
+    for args, message in cases:
+        result = runner.invoke(app, ["render", str(scene_file), *args])
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "scene.json"]
+    bare = runner.invoke(app, ["render", str(scene_file), "-o", str(tmp_path / "bare")])
+    assert bare.exit_code == 0 and Image.open(tmp_path / "bare.png").format == "PNG"
 
 
 def test_sample_writes_a_valid_jsonl_dataset(tmp_path):
@@ -100,4 +127,8 @@ def test_sample_kinds_and_chains(tmp_path):
             previous = image
 
     bad = runner.invoke(app, ["sample", "--out", str(tmp_path / "x"), "--kinds", "rotate"])
-    assert bad.exit_code == 1 and "unknown category 'rotate'" in bad.output + bad.stderr
+    assert bad.exit_code == 2 and "unknown category 'rotate'" in bad.output + bad.stderr
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hi")
+    bad = runner.invoke(app, ["sample", "--out", str(notes), "--count", "1"])
+    assert bad.exit_code == 2 and f"{notes} is a file, not a directory" in bad.output

@@ -22,6 +22,7 @@ from openkontext.eval.dataset import DatasetError, load_cases
 from openkontext.eval.report import print_report
 from openkontext.eval.runner import evaluate
 from openkontext.eval.suite import DEFAULT_PER_KIND, SUITES, build_suite, suite_label
+from openkontext.files import check_input_file, check_output_file, check_output_folder
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
@@ -90,6 +91,12 @@ def build_command(load: Loader = load_kontext) -> Callable[..., None]:
                                        f"got {suite!r}")
                 if limit is not None and limit < 1:
                     raise DatasetError(f"--limit must be positive, got {limit}")
+                if dataset is not None:
+                    check_input_file(dataset)
+                if json_out is not None:
+                    check_output_file(json_out)
+                if save_outputs is not None:
+                    check_output_folder(save_outputs)
                 with err.status("loading model"):
                     kontext = load(weights, device, dtype)
                 native = kontext.model.preset.native_size

@@ -223,10 +223,9 @@ class ServeSettings(BaseSettings):
             return self.url_secret.encode("utf-8")
         path = self.data_dir / "url-secret"
         if not path.exists():
-            from openkontext.files import atomic_write
+            from openkontext.files import PRIVATE, atomic_write
 
-            atomic_write(path, secrets.token_hex(32).encode("ascii"))
-            path.chmod(0o600)
+            atomic_write(path, secrets.token_hex(32).encode("ascii"), mode=PRIVATE)
         return path.read_bytes().strip()
 
 

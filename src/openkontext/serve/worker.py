@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from openkontext import flow
-from openkontext.files import atomic_write
+from openkontext.files import PRIVATE, atomic_write
 from openkontext.imaging import ImageError, load_image
 from openkontext.pipeline import Kontext, Result, Settings
 from openkontext.serve import retention
@@ -356,7 +356,8 @@ class Worker:
             files = []
             for i, data in enumerate(out.encode(fmt, params.get("output_quality", 95))):
                 name = f"{i}.{EXTENSIONS[fmt]}"
-                atomic_write(retention.result_dir(self.settings, p.job.id) / name, data)
+                atomic_write(retention.result_dir(self.settings, p.job.id) / name, data,
+                             mode=PRIVATE)
                 files.append(name)
         except Exception as e:
             log.exception("job %s failed", p.job.id)
@@ -365,7 +366,7 @@ class Worker:
             "files": files, "seeds": out.seeds, "prompt": out.prompt, "width": out.width,
             "height": out.height, "start_time": p.job.started_at or time.time(),
             "end_time": time.time(),
-        }, None
+        }, {"notice": out.notice} if out.notice else None
 
     def _finish(self, job: Job, outcome: Outcome, compute_seconds: float) -> None:
         state, result, details = outcome

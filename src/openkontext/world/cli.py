@@ -1,12 +1,24 @@
-"""`openkontext world ...`: render a scene file, write a Shapes World dataset."""
+"""`openkontext world ...`: render a scene file, write a Shapes World dataset.
+
+Exit codes as for the other commands: 0 done, 2 bad input (an unreadable or invalid scene file,
+a bad option, an output path that cannot be written), all checked before anything is drawn.
+"""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from openkontext.files import (
+    PathError,
+    atomic_write,
+    check_input_file,
+    check_output_folder,
+    image_outputs,
+)
 from openkontext.world.dataset import CATEGORIES, write_dataset
 from openkontext.world.phrasings import SPLITS
 from openkontext.world.render import render_target, to_pil
@@ -20,30 +32,37 @@ app = typer.Typer(
 )
 
 
+EXIT_BAD_INPUT = 2
+
+
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=1)
+    return typer.Exit(code=EXIT_BAD_INPUT)
 
 
 @app.command()
 def render(
     scene: Annotated[Path, typer.Argument(help="Scene JSON file (may have a \"filter\" key).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="PNG file to write (.png is added to a name without a suffix).")],
     size: Annotated[int, typer.Option(help="Canvas width (and height) in pixels.")] = 64,
     height: Annotated[int | None, typer.Option(help="Canvas height, if not square.")] = None,
 ) -> None:
     """Render a scene file to a PNG."""
+    if size < 1 or (height is not None and height < 1):
+        raise _fail("--size and --height must be positive")
     try:
-        target = Target.from_json(scene.read_text(encoding="utf-8"))
+        [out], _ = image_outputs(out, None, ("png",))
+        target = Target.from_json(check_input_file(scene).read_text(encoding="utf-8"))
+    except PathError as e:
+        raise _fail(str(e)) from None
     except (OSError, UnicodeDecodeError) as e:
         raise _fail(f"cannot read {scene}: {e}") from None
     except SceneError as e:
         raise _fail(f"bad scene in {scene}: {e}") from None
-    if size < 1 or (height is not None and height < 1):
-        raise _fail("--size and --height must be positive")
-    image = render_target(target, (size, height or size))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    to_pil(image).save(out)
+    png = io.BytesIO()
+    to_pil(render_target(target, (size, height or size))).save(png, "PNG")
+    atomic_write(out, png.getvalue())
     typer.echo(f"wrote {out} ({size}x{height or size})")
 
 
@@ -69,6 +88,7 @@ def sample(
     if size < 1 or count < 0:
         raise _fail("--size must be positive and --count non-negative")
     try:
+        check_output_folder(out)
         path = write_dataset(out, count, seed, size, categories, split, chains,
                              min_turns, max_turns)
     except ValueError as e:

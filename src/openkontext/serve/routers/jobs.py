@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
-from openkontext.files import atomic_write
+from openkontext.files import PRIVATE, atomic_write
 from openkontext.serve import retention, urls
 from openkontext.serve.deps import KeyHash, Services, ServicesDep
 from openkontext.serve.inputs import FieldError, read_image, size_and_work
@@ -157,7 +157,7 @@ def _enqueue(job: Job, services: Services, base: str, fingerprint: str,
              inputs: list[bytes]) -> SubmitResponse:
     folder = retention.input_dir(services.settings, job.id)
     for i, data in enumerate(inputs):
-        atomic_write(folder / f"{i}.img", data)
+        atomic_write(folder / f"{i}.img", data, mode=PRIVATE)
     try:
         # Checked again in the inserting transaction under the database's lock, so parallel
         # submissions, in this process or another, cannot all take the last place.
