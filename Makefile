@@ -21,12 +21,26 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-install: $(STAMP)
+# The browser tests drive Debian's Chromium through Playwright (no browser can be downloaded on
+# these machines). As root, apt installs it when it is missing; otherwise this says how, and the
+# browser tests are skipped (CI requires them: .ci/run).
+CHROMIUM := /usr/bin/chromium
+APT := DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium for the browser tests"; \
+		$(APT) || { apt-get update -q >/dev/null && $(APT); }; \
+	else \
+		echo "note: no $(CHROMIUM): the browser tests will be skipped (sudo apt-get install chromium)"; \
+	fi
+
+install: $(STAMP) $(CHROMIUM)
 
 demo: $(STAMP)
 	$(BIN)/openkontext demo --out out/demo
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python -m pytest -q
 
