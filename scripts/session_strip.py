@@ -11,6 +11,7 @@ Usage: python scripts/session_strip.py [--out docs/images/session.png]
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -29,17 +30,6 @@ TURNS = ("make the background green", "add a small white triangle at the top rig
 TILE, GAP, TEXT = 192, 10, 64
 
 
-def _wrap(text: str, width: int = 22) -> str:
-    lines, line = [], ""
-    for word in text.split():
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    return "\n".join([*lines, line])
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/images/session.png"))
@@ -56,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     for i, (caption, picture) in enumerate(pictures):
         x = i * (TILE + GAP)
         sheet.paste(picture.resize((TILE, TILE), Image.Resampling.NEAREST), (x, 0))
-        draw.multiline_text((x + 2, TILE + 6), _wrap(caption), fill="black", font=font)
+        draw.multiline_text((x + 2, TILE + 6), textwrap.fill(caption, 22), fill="black", font=font)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.out, optimize=True)
     print(f"wrote {args.out} ({sheet.width}x{sheet.height}, {len(TURNS)} turns)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import textwrap
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -29,17 +30,6 @@ LABEL = 330  # width of the text column
 
 def _big(image: Image.Image) -> Image.Image:
     return image.resize((TILE, TILE), Image.Resampling.NEAREST)
-
-
-def _wrap(text: str, width: int = 34) -> str:
-    lines, line = [], ""
-    for word in text.split():
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    return "\n".join([*lines, line])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -70,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
         draw.text((LABEL + j * (TILE + GAP) + 4, 4), title, fill="black", font=font)
     for r, (label, source, target, output) in enumerate(rows):
         y = header + r * (TILE + GAP)
-        draw.multiline_text((4, y + 8), _wrap(label), fill="black", font=font, spacing=4)
+        draw.multiline_text((4, y + 8), textwrap.fill(label, 34), fill="black", font=font,
+                            spacing=4)
         for j, image in enumerate((source, target, output)):
             if image is not None:
                 sheet.paste(_big(image), (LABEL + j * (TILE + GAP), y))

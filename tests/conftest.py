@@ -6,7 +6,9 @@ key mapping, so every parameter is redrawn: norm scales around 1, the rest scale
 
 from __future__ import annotations
 
+import random
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,6 +40,17 @@ def randomise_(module: nn.Module, seed: int) -> nn.Module:
             else:
                 p.copy_(noise / p[0].numel() ** 0.5)
     return module.eval()
+
+
+@pytest.fixture
+def scene(tmp_path) -> Path:
+    """A Shapes World picture (64 px PNG, at least two objects) in the test's folder."""
+    from openkontext.world.render import render, to_pil
+    from openkontext.world.scene import random_scene
+
+    path = tmp_path / "scene.png"
+    to_pil(render(random_scene(random.Random(2), min_objects=2), 64)).save(path)
+    return path
 
 
 @pytest.fixture

@@ -1,25 +1,15 @@
 """The CLI end to end, with randomly initialised mini weights (`--weights random`)."""
 
 import json
-import random
 
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from openkontext.cli import EXIT_BAD_INPUT, app
-from openkontext.world.render import render, to_pil
-from openkontext.world.scene import random_scene
 
 runner = CliRunner()
 FAST = ["--weights", "random", "--steps", "1"]
-
-
-@pytest.fixture
-def scene(tmp_path):
-    path = tmp_path / "scene.png"
-    to_pil(render(random_scene(random.Random(2), min_objects=2), 64)).save(path)
-    return path
 
 
 def test_edit_writes_images_and_json(scene, tmp_path):

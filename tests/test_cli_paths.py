@@ -2,7 +2,6 @@
 path or option, nothing written, and the model never loaded or run."""
 
 import os
-import random
 import stat
 
 import pytest
@@ -13,18 +12,9 @@ from typer.testing import CliRunner
 from openkontext.cli import EXIT_BAD_INPUT, app
 from openkontext.files import atomic_write, check_output_folder, image_outputs
 from openkontext.pipeline import Kontext, choose_device
-from openkontext.world.render import render, to_pil
-from openkontext.world.scene import random_scene
 
 runner = CliRunner()
 FAST = ["--weights", "random", "--steps", "1"]
-
-
-@pytest.fixture
-def scene(tmp_path):
-    path = tmp_path / "scene.png"
-    to_pil(render(random_scene(random.Random(2), min_objects=2), 64)).save(path)
-    return path
 
 
 @pytest.fixture
