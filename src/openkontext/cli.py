@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from openkontext.cli_ui import register as register_ui
 from openkontext.eval.cli import register as register_eval
 from openkontext.files import (
     FORMAT_ALIASES,
@@ -46,6 +47,7 @@ app = typer.Typer(
 app.add_typer(world_app, name="world")
 app.add_typer(train_app, name="train")
 register_serve(app)
+register_ui(app)
 register_eval(app)
 err = Console(stderr=True)
 

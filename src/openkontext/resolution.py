@@ -85,3 +85,22 @@ def resolve_size(
         ratio = min(max(input_size[0] / input_size[1], MIN_RATIO), MAX_RATIO)
         return snap(ratio, preset)
     return snap(1.0, preset)
+
+
+# The aspect ratios a form offers, widest first (`aspect_ratios` keeps those a model tells apart).
+NAMED_RATIOS = ("21:9", "2:1", "16:9", "3:2", "4:3", "5:4", "1:1", "4:5", "3:4", "2:3", "9:16",
+                "1:2", "9:21")
+
+
+def aspect_ratios(preset: ModelPreset) -> list[str]:
+    """The named ratios that give `preset` different sizes, widest first; of several that snap
+    to one size, the one closest to it (all 13 for Kontext [dev], 5 for mini)."""
+    best: dict[tuple[int, int], tuple[float, str]] = {}
+    for name in NAMED_RATIOS:
+        ratio = parse_aspect_ratio(name)
+        size = snap(ratio, preset)
+        miss = abs(math.log(size[0] / size[1] / ratio))
+        if size not in best or miss < best[size][0]:
+            best[size] = (miss, name)
+    kept = {name for _, name in best.values()}
+    return [name for name in NAMED_RATIOS if name in kept]

@@ -99,6 +99,7 @@ class Live:
     url: str
     app: FastAPI
     client: httpx.Client
+    stop: Callable[[], None] = lambda: None  # shut this server down (as a restart would)
 
     @property
     def services(self):
@@ -135,7 +136,8 @@ def start_server(app: FastAPI) -> tuple[uvicorn.Server, threading.Thread, str]:
 
 @pytest.fixture
 def serve(tmp_path, mini_model) -> Iterator[Callable[..., Live]]:
-    """serve(kontext=None, image_classifier=None, prompt_upsampler=None, **settings) -> Live."""
+    """serve(kontext=None, image_classifier=None, prompt_upsampler=None, **settings) -> Live;
+    each server gets a data dir of its own unless `data_dir` is given."""
     running: list[tuple[uvicorn.Server, threading.Thread, httpx.Client]] = []
 
     def make(kontext: Kontext | None = None, image_classifier=None, prompt_upsampler=None,
@@ -146,14 +148,20 @@ def serve(tmp_path, mini_model) -> Iterator[Callable[..., Live]]:
         if isinstance(image_classifier, str):
             overrides["image_classifier"], image_classifier = image_classifier, None
         overrides.setdefault("image_classifier", "none")
-        settings = ServeSettings(data_dir=tmp_path / f"data{len(running)}", **overrides)
+        overrides.setdefault("data_dir", tmp_path / f"data{len(running)}")
+        settings = ServeSettings(**overrides)
         k = kontext or Kontext(mini_model)
         app = create_app(settings, lambda: k, image_classifier=image_classifier,
                          prompt_upsampler=prompt_upsampler)
         server, thread, url = start_server(app)
         client = httpx.Client(base_url=url, timeout=30, trust_env=False)
         running.append((server, thread, client))
-        return Live(url, app, client)
+
+        def stop() -> None:
+            server.should_exit = True
+            thread.join(30)
+
+        return Live(url, app, client, stop)
 
     yield make
     for server, thread, client in running:

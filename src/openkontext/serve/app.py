@@ -1,7 +1,8 @@
 """`create_app(settings, kontext_factory)`: the FastAPI application, wired.
 
-The factory builds the store, worker, webhook sender and metrics; the lifespan starts the worker
-(which loads the model off the event loop) and resumes unsent webhooks, and stops both on exit.
+The factory builds the job and session stores, worker, webhook sender and metrics; the lifespan
+starts the worker (which loads the model off the event loop) and resumes unsent webhooks, and
+stops both on exit.
 Tests pass a factory that makes a random-weight mini model.
 """
 
@@ -19,7 +20,12 @@ from openkontext.pipeline import Kontext
 from openkontext.serve.apidocs import add_reference_pages
 from openkontext.serve.classifiers import load_image_classifier
 from openkontext.serve.deps import Services
-from openkontext.serve.errors import BodyLimit, field_error, validation_error
+from openkontext.serve.errors import (
+    BodyLimit,
+    field_error,
+    method_not_allowed,
+    validation_error,
+)
 from openkontext.serve.inputs import FieldError
 from openkontext.serve.metrics import Metrics
 from openkontext.serve.moderation import (
@@ -28,12 +34,14 @@ from openkontext.serve.moderation import (
     TextPolicy,
     load_plugin,
 )
-from openkontext.serve.routers import jobs, results, system, usage
+from openkontext.serve.routers import jobs, results, sessions, system, usage
+from openkontext.serve.sessions import SessionStore
 from openkontext.serve.settings import ServeSettings, load_settings
 from openkontext.serve.store import JobStore
 from openkontext.serve.upsampling import OpenAIChatUpsampler
 from openkontext.serve.views import result_body
 from openkontext.serve.webhooks import Webhooks
+from openkontext.serve.webpage import add_web_page
 from openkontext.serve.worker import Worker
 
 log = logging.getLogger("openkontext.serve")
@@ -74,11 +82,12 @@ def create_app(
     log.info("image classifier: %s", classifier_summary)
     s.data_dir.mkdir(parents=True, exist_ok=True)
     store = JobStore(s.db_url)
+    session_store = SessionStore(s, store)
     metrics = Metrics()
     webhooks = Webhooks(s, store, lambda job: result_body(job, job.base_url, s))
     worker = Worker(
         s, store, kontext_factory, metrics, on_finished=webhooks.submit,
-        image_classifier=image_classifier,
+        on_session_job=session_store.settle_job, image_classifier=image_classifier,
     )
     upsampler = prompt_upsampler or load_plugin(s.prompt_upsampler)
     if upsampler is None and s.upsampler_url and s.upsampler_model:
@@ -87,7 +96,7 @@ def create_app(
                                         timeout=s.upsampler_timeout_seconds)
     worker.prompt_upsampler = upsampler
     services = Services(s, store, worker, webhooks, metrics, text_policy or TextPolicy(),
-                        upsampler)
+                        upsampler, session_store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -118,10 +127,13 @@ def create_app(
     app.include_router(results.router)
     app.include_router(usage.router)
     app.include_router(system.router)
+    app.include_router(sessions.router)
 
     add_reference_pages(app)
+    add_web_page(app)
     app.add_exception_handler(FieldError, field_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(405, method_not_allowed)
     app.add_middleware(BodyLimit, limit=s.body_limit)
     return app
 

@@ -10,6 +10,7 @@ from fastapi import Depends, Header, HTTPException, Request
 
 from openkontext.serve.metrics import Metrics
 from openkontext.serve.moderation import PromptUpsampler, TextPolicy
+from openkontext.serve.sessions import SessionStore
 from openkontext.serve.settings import ServeSettings
 from openkontext.serve.store import JobStore
 from openkontext.serve.webhooks import Webhooks
@@ -25,6 +26,7 @@ class Services:
     metrics: Metrics
     text_policy: TextPolicy
     prompt_upsampler: PromptUpsampler | None
+    sessions: SessionStore
 
 
 def get_services(request: Request) -> Services:

@@ -6,6 +6,7 @@
   escaped) and cut to INPUT_ECHO characters: a refused 10 MB image is not sent back.
 - 413 for a request body over the server's limit, before the body is read whole: at once when
   Content-Length says so, else as soon as the streamed body passes the limit (`BodyLimit`).
+- 405 names in `Allow` every method the path has (`method_not_allowed`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import math
 from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openkontext.serve.inputs import FieldError
@@ -52,6 +54,18 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
 async def field_error(request: Request, exc: FieldError) -> JSONResponse:
     detail = [{"type": "value_error", "loc": [exc.location, exc.field], "msg": exc.message}]
     return JSONResponse(json_safe({"detail": detail}), status_code=422)
+
+
+async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+    """405 with every method of every route on this path in `Allow`: Starlette names only the
+    first route's, and a path such as /v1/sessions has one route per method."""
+    allowed: set[str] = set()
+    for route in request.app.router.routes:
+        methods = getattr(route, "methods", None)
+        if methods and route.matches(request.scope)[0] != Match.NONE:
+            allowed |= methods
+    return JSONResponse({"detail": "Method Not Allowed"}, status_code=405,
+                        headers={"Allow": ", ".join(sorted(allowed))})
 
 
 def too_large(limit: int) -> str:

@@ -19,6 +19,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from openkontext.resolution import parse_aspect_ratio
 
@@ -119,6 +120,10 @@ class KontextRequest(BaseModel):
             raise _field_error(missing, "width and height must be given together")
         if self.width is not None and self.aspect_ratio is not None:
             raise _field_error("aspect_ratio", "give either aspect_ratio or width/height")
+        return self
+
+    @model_validator(mode="after")
+    def _references_need_input(self) -> KontextRequest:
         if self.input_image is None:
             for name in IMAGE_FIELDS[1:]:
                 if getattr(self, name) is not None:
@@ -216,3 +221,124 @@ def problems(**described: str) -> dict:
 
 
 AUTH = dict(s401="a key is needed: send it in x-key", s403="the key is wrong")
+
+
+# -- sessions (docs/web.md) ---------------------------------------------------------
+
+SESSION_NAME_MAX = 200
+
+
+class TurnRequest(KontextRequest):
+    """The body of `POST /v1/sessions/{id}/turns`: a job's fields, but the picture edited is the
+    parent turn's; input_image_2..4 are references."""
+
+    input_image: SkipJsonSchema[Text | None] = Field(default=None, exclude=True)
+    parent: int | None = Field(default=None, ge=0, strict=True,
+                               description="the turn to edit (default: the head); 0 = the "
+                               "starting picture, or a generation when there is none")
+    tier: Text | None = Field(default=None, description="the endpoint whose defaults apply "
+                              "(default: pro)")
+    style_preset: Text | None = Field(default=None, description="a name from /v1/info")
+
+    @field_validator("style_preset", "tier", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value):
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _references_need_input(self) -> TurnRequest:
+        return self  # the parent's picture is the input; checked when it is known
+
+    def job_params(self) -> dict:
+        params = super().job_params()
+        for name in ("parent", "tier"):
+            params.pop(name)
+        return params
+
+
+class NewSession(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: Text = Field(default="", max_length=SESSION_NAME_MAX)
+    input_image: Text | None = Field(
+        default=None, description="the starting picture (turn 0): base64, data URL or http(s) "
+        "URL; leave it out to start from text")
+
+    @field_validator("input_image")
+    @classmethod
+    def _not_empty(cls, value: str | None) -> str | None:
+        return KontextRequest._not_empty(value)
+
+
+class Rename(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: Text = Field(max_length=SESSION_NAME_MAX)
+
+
+class MoveHead(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    turn: int = Field(ge=0, strict=True, description="the turn to continue from; 0 = the start")
+
+
+class TurnView(BaseModel):
+    number: int
+    parent: int
+    instruction: str
+    status: Status
+    progress: float | None = Field(description="0..1 while Pending, 1 when Ready")
+    details: dict | None = Field(description="why, for moderation and errors")
+    seed: int | None
+    settings: dict
+    image: str | None = Field(description="signed picture URL, null until Ready")
+    references: list[str] = Field(description="signed URLs of input_image_2..4")
+    seconds: float | None
+    created_at: float | None
+    job_id: str | None
+
+
+class SessionView(BaseModel):
+    id: str
+    name: str
+    created_at: float
+    updated_at: float
+    head: int
+    original: str | None = Field(description="signed URL of the starting picture, if any")
+    turns: list[TurnView]
+
+
+class SessionSummary(BaseModel):
+    id: str
+    name: str
+    created_at: float
+    updated_at: float
+    turns: int
+    thumbnail: str | None = Field(description="signed URL of the head's picture (else the "
+                                  "latest one, else the original)")
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionSummary] = Field(description="most recently updated first")
+
+
+class TurnsMade(BaseModel):
+    session: SessionView
+    turns: list[int] = Field(description="the new turns' numbers (one per image)")
+
+
+class Info(BaseModel):
+    """What a client needs to build a form: model facts are null until the model has loaded."""
+
+    model: str | None
+    native_size: int | None
+    max_side: int | None
+    default_steps: int | None
+    default_guidance: float | None
+    aspect_ratios: list[str] | None
+    style_presets: list[str] | None
+    tiers: list[str]
+    auth_required: bool
+    prompt_upsampling: bool
+    max_input_bytes: int
+    state: Literal["ok", "loading", "error"]

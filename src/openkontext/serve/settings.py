@@ -88,6 +88,9 @@ class ServeSettings(BaseSettings):
     signed_url_expiry_seconds: float = Field(default=600, gt=0)
     keep_inputs: bool = False  # keep input images until the job expires, not just until it ends
     zero_retention: bool = False  # delete each result file at its first download
+    # Sessions (the web page's editing history) keep their pictures until deleted.
+    max_sessions_per_key: int | None = Field(default=100, ge=1)
+    max_session_turns: int = Field(default=500, ge=1)
     # Input images.
     max_input_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     max_input_side: int = Field(default=1920, ge=16)

@@ -1,7 +1,8 @@
 """Absolute URLs: the origin a client reached us on, polling URLs and signed download URLs.
 
-A download URL carries its expiry and an HMAC-SHA256 over path and expiry, so results can be
-fetched without the API key (as the hosted API's sample URLs are) but only until they expire.
+A download URL carries its expiry and an HMAC-SHA256 over path and expiry, so results and
+session pictures can be fetched without the API key (as the hosted API's sample URLs are, and
+as an `<img src>` needs) but only until they expire.
 """
 
 from __future__ import annotations
@@ -48,15 +49,24 @@ def sample_path(job_id: str, name: str) -> str:
     return f"/v1/results/{quote(job_id)}/{quote(name)}"
 
 
-def signed_sample_url(base: str, job_id: str, name: str, secret: bytes, ttl: float) -> str:
-    path = sample_path(job_id, name)
+def session_image_path(session_id: str, name: str) -> str:
+    return f"/v1/sessions/{quote(session_id)}/images/{quote(name)}"
+
+
+def signed_url(base: str, path: str, secret: bytes, ttl: float) -> str:
+    """`base` + `path` (already quoted) with `?exp=&sig=`, valid for `ttl` seconds."""
     expires = int(time.time() + ttl)
     return f"{base}{path}?exp={expires}&sig={_signature(secret, path, expires)}"
 
 
-def verify(job_id: str, name: str, expires: int, signature: str, secret: bytes) -> str | None:
-    """None when valid; else why not ('invalid' or 'expired')."""
-    expected = _signature(secret, sample_path(job_id, name), expires)
+def signed_sample_url(base: str, job_id: str, name: str, secret: bytes, ttl: float) -> str:
+    return signed_url(base, sample_path(job_id, name), secret, ttl)
+
+
+def verify(path: str, expires: int, signature: str, secret: bytes) -> str | None:
+    """Is `signature` this server's for `path` and `expires`? None when valid and unexpired;
+    else why not ('invalid' or 'expired')."""
+    expected = _signature(secret, path, expires)
     # Compared as bytes: compare_digest refuses str with characters outside ASCII.
     given = signature.encode("utf-8", "surrogateescape")
     if not hmac.compare_digest(expected.encode("ascii"), given):

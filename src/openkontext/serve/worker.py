@@ -3,7 +3,8 @@
 HTTP handlers only write jobs to the store and `wake()` the worker. The worker claims the oldest
 queued job, claims the queued jobs that can share its batch, runs them all with one
 `Kontext.run_many` call off the event loop, writes progress and outcomes back, and hands
-finished jobs with a webhook to `Webhooks`.
+finished jobs with a webhook to `Webhooks` and those that make session turns to the sessions
+(`on_session_job`).
 
 Every job it runs is held under a lease in the store (see store.py), renewed by a heartbeat
 thread while the model runs. On start, and every few seconds after, it takes back jobs whose
@@ -77,6 +78,7 @@ class Worker:
         kontext_factory: Callable[[], Kontext],
         metrics: Metrics,
         on_finished: Callable[[str], None] = lambda job_id: None,
+        on_session_job: Callable[[str], None] = lambda job_id: None,
         image_classifier: ImageClassifier | None = None,
         prompt_upsampler: PromptUpsampler | None = None,
     ):
@@ -85,6 +87,7 @@ class Worker:
         self.kontext_factory = kontext_factory
         self.metrics = metrics
         self.on_finished = on_finished  # called with the id of every job that has a webhook
+        self.on_session_job = on_session_job  # ... and of every job that makes session turns
         self.image_classifier = image_classifier
         self.prompt_upsampler = prompt_upsampler
         self.kontext: Kontext | None = None
@@ -271,6 +274,7 @@ class Worker:
             guidance=params.get("guidance") or (tier.guidance if tier else None),
             aspect_ratio=params.get("aspect_ratio"), width=params.get("width"),
             height=params.get("height"), num_images=params.get("num_images", 1),
+            style_preset=params.get("style_preset"),
         )
 
     # -- running a batch ---------------------------------------------------------------------------
@@ -383,5 +387,10 @@ class Worker:
         if job.started_at is not None:
             self.metrics.job_seconds.observe(time.time() - job.started_at)
         retention.job_done(self.settings, job.id)
+        if job.params.get("session"):
+            try:
+                self.on_session_job(job.id)
+            except Exception:  # the next read of the session brings its turns up to date
+                log.exception("the session turns of job %s could not be updated", job.id)
         if webhook:
             self.on_finished(job.id)

@@ -1,6 +1,7 @@
 """Jobs: submit (`POST /v1/flux-kontext-<tier>`), poll (`GET /v1/get_result`), cancel.
 
-Handlers validate, store and wake the worker; they never run the model.
+Handlers validate, store and wake the worker; they never run the model. `submit_job` is the
+one way a job is made: these routes and a session's turns (routers/sessions.py) call it.
 """
 
 from __future__ import annotations
@@ -77,16 +78,24 @@ def _submit_route(tier: str):
         key_hash: KeyHash,
         idempotency_key: IdempotencyKey = None,
     ) -> SubmitResponse:
-        return _submit(tier, body, request, services, key_hash, idempotency_key)
+        base = urls.base_url(request, services.settings)
+        job, _ = submit_job(services, tier, body, base, key_hash, idempotency_key)
+        return _response(job, base)
 
     submit.__name__ = f"submit_{tier}"
     return submit
 
 
-def _submit(tier: str, body: KontextRequest, request: Request, services: Services,
-            key_hash: str, idempotency_key: str | None) -> SubmitResponse:
+def submit_job(services: Services, tier: str, body: KontextRequest, base: str, key_hash: str,
+               idempotency_key: str | None = None, *,
+               first: tuple[bytes, tuple[int, int]] | None = None,
+               params: dict | None = None) -> tuple[Job, list[bytes]]:
+    """Check, admit and store one job, as every route that makes jobs does; -> (the job, the
+    bytes of its input images). `first`, an input picture already read and its size (a session
+    turn's parent picture), goes before the request's own images; `params` join the job's.
+    Raises FieldError (422), HTTPException 409 (an Idempotency-Key reused for another request),
+    429 (queue or key full) or 503 (no model)."""
     s, store = services.settings, services.store
-    base = urls.base_url(request, s)
     # 1. Checks that need the server's configuration.
     if len(body.prompt) > s.prompt_max_length:
         raise FieldError("prompt", f"prompt is {len(body.prompt)} characters, over the "
@@ -101,15 +110,16 @@ def _submit(tier: str, body: KontextRequest, request: Request, services: Service
     if idempotency_key is not None:
         earlier = store.find_idempotent(key_hash, idempotency_key)
         if earlier is not None:
-            return _same_job(earlier, fingerprint, base)
+            return _same_job(earlier, fingerprint), []
     if body.webhook_url is not None:
         try:
             check_url(body.webhook_url, s.fetch_allow_hosts)
         except Refused as e:
             raise FieldError("webhook_url", str(e)) from None
     job = Job(
-        id=store.new_id(), tier=tier, state=State.QUEUED, params=body.job_params(),
-        base_url=base, api_key_hash=key_hash, progress=0.0, created_at=time.time(),
+        id=store.new_id(), tier=tier, state=State.QUEUED,
+        params={**body.job_params(), **(params or {})}, base_url=base,
+        api_key_hash=key_hash, progress=0.0, created_at=time.time(),
         idempotency_key=idempotency_key, fingerprint=fingerprint,
         webhook_secret=body.webhook_secret,
     )
@@ -119,18 +129,21 @@ def _submit(tier: str, body: KontextRequest, request: Request, services: Service
         job.state, job.finished_at = State.REQUEST_MODERATED, job.created_at
         job.details = {"reason": verdict.reason}
         job.webhook_state = "pending" if body.webhook_url else None
-        return _enqueue(job, services, base, fingerprint, inputs=[])
+        return _enqueue(job, services, fingerprint, inputs=[]), []
     # 4. A model to run it, capacity, then the images (which may be fetched).
     if services.worker.load_error:
         raise HTTPException(503, f"the model failed to load: {services.worker.load_error}")
     _admit(services, key_hash)
-    read = [read_image(field, value, s) for field, value in body.images()]
+    read = [read_image(f, v, s) for f, v in body.images()]
+    if first is not None:
+        read.insert(0, first)
     kontext = services.worker.kontext
     job.params["input_mp"], job.params["output_mp"] = size_and_work(
         kontext.model.preset if kontext else None, s.tiers[tier].steps,
         [size for _, size in read], body, s.max_job_megapixel_steps,
     )
-    return _enqueue(job, services, base, fingerprint, [data for data, _ in read])
+    inputs = [data for data, _ in read]
+    return _enqueue(job, services, fingerprint, inputs), inputs
 
 
 def _admission(services: Services) -> Admission:
@@ -153,8 +166,7 @@ def _too_many(services: Services, message: str, depth: int) -> HTTPException:
     return HTTPException(429, message, headers={"Retry-After": str(seconds)})
 
 
-def _enqueue(job: Job, services: Services, base: str, fingerprint: str,
-             inputs: list[bytes]) -> SubmitResponse:
+def _enqueue(job: Job, services: Services, fingerprint: str, inputs: list[bytes]) -> Job:
     folder = retention.input_dir(services.settings, job.id)
     for i, data in enumerate(inputs):
         atomic_write(folder / f"{i}.img", data, mode=PRIVATE)
@@ -171,12 +183,12 @@ def _enqueue(job: Job, services: Services, base: str, fingerprint: str,
         raise
     if not created:  # lost a race on the same Idempotency-Key
         shutil.rmtree(folder, ignore_errors=True)
-        return _same_job(stored, fingerprint, base)
+        return _same_job(stored, fingerprint)
     if stored.state == State.QUEUED:
         services.worker.wake()
     elif stored.webhook_state == "pending":
         services.webhooks.submit(stored.id)
-    return _response(stored, base)
+    return stored
 
 
 def _response(job: Job, base: str) -> SubmitResponse:
@@ -185,10 +197,10 @@ def _response(job: Job, base: str) -> SubmitResponse:
                           output_mp=job.params.get("output_mp"))
 
 
-def _same_job(job: Job, fingerprint: str, base: str) -> SubmitResponse:
+def _same_job(job: Job, fingerprint: str) -> Job:
     if job.fingerprint != fingerprint:
         raise HTTPException(409, "this Idempotency-Key was used for a different request")
-    return _response(job, base)
+    return job
 
 
 def _owned(services: Services, job_id: str, key_hash: str) -> Job | None:
@@ -212,10 +224,17 @@ def cancel(services: ServicesDep, key_hash: KeyHash, id: Annotated[str, Query()]
     if _owned(services, id, key_hash) is None:
         body = CancelResponse(id=id, cancelled=False, status=Status.NOT_FOUND)
         return JSONResponse(body.model_dump(), status_code=404)
-    state = services.store.request_cancel(id)
-    if state == State.CANCELLED:
-        retention.job_done(services.settings, id)
+    state = cancel_job(services, id)
     cancelled = state == State.CANCELLED or (
         state == State.RUNNING and services.store.cancel_requested(id)
     )
     return CancelResponse(id=id, cancelled=cancelled, status=state.status)
+
+
+def cancel_job(services: Services, job_id: str) -> State | None:
+    """Cancel a queued job at once (its inputs deleted) or ask the worker to stop a running
+    one; -> its state after (None: no such job)."""
+    state = services.store.request_cancel(job_id)
+    if state == State.CANCELLED:
+        retention.job_done(services.settings, job_id)
+    return state

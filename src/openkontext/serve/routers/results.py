@@ -36,7 +36,7 @@ def download(
     sig: Annotated[str, Query(max_length=128)],
 ):
     s = services.settings
-    problem = urls.verify(job_id, name, exp, sig, s.signing_secret())
+    problem = urls.verify(urls.sample_path(job_id, name), exp, sig, s.signing_secret())
     if problem == "invalid":
         raise HTTPException(403, "invalid signature")
     if problem == "expired":

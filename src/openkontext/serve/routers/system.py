@@ -1,12 +1,13 @@
-"""Health and Prometheus metrics."""
+"""Health, Prometheus metrics, and what the server offers (`/v1/info`)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from openkontext.resolution import aspect_ratios
 from openkontext.serve.deps import ServicesDep
-from openkontext.serve.schemas import Health
+from openkontext.serve.schemas import Health, Info
 
 router = APIRouter(tags=["system"])
 
@@ -25,3 +26,21 @@ def health(services: ServicesDep):
 def metrics(services: ServicesDep) -> PlainTextResponse:
     return PlainTextResponse(services.metrics.render(services.store),
                              media_type="text/plain; version=0.0.4")
+
+
+@router.get("/v1/info", response_model=Info, summary="The model, its options and the server's")
+def info(services: ServicesDep) -> Info:
+    """No key needed: a client reads here whether it must ask for one. Model facts are null
+    until the model has loaded."""
+    s, kontext = services.settings, services.worker.kontext
+    preset = kontext.model.preset if kontext else None
+    return Info(
+        model=preset and preset.name, native_size=preset and preset.native_size,
+        max_side=preset and preset.max_side, default_steps=preset and preset.default_steps,
+        default_guidance=preset and preset.default_guidance,
+        aspect_ratios=aspect_ratios(preset) if preset else None,
+        style_presets=list(kontext.style_presets) if kontext else None,
+        tiers=list(s.tiers), auth_required=s.auth_required,
+        prompt_upsampling=services.prompt_upsampler is not None,
+        max_input_bytes=s.max_input_bytes, state=services.worker.state,
+    )
