@@ -54,8 +54,10 @@ class Server:
             self.proc.wait(30)
 
 
-def start_server(data_dir: Path, step_delay: float = 0.0) -> Server:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+def start_server(data_dir: Path, step_delay: float = 0.0, **settings: str) -> Server:
+    """`settings` become the server's OPENKONTEXT_<NAME> environment variables."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
+           **{f"OPENKONTEXT_{k.upper()}": v for k, v in settings.items()}}
     proc = subprocess.Popen([sys.executable, str(SERVER), str(data_dir), str(step_delay)],
                             stdout=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()

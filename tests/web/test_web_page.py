@@ -144,3 +144,33 @@ def test_phone_width(browser, server, scene_png):
             assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, control
     finally:
         context.close()
+
+
+def test_a_server_with_keys_asks_for_one_and_never_puts_it_in_a_url(browser, tmp_path,
+                                                                    scene_png):
+    keyed = start_server(tmp_path / "keyed", api_keys='["sesame"]')
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    try:
+        page.goto(keyed.url)
+        page.locator("#key-dialog").wait_for()
+        page.locator("#key-input").fill("wrong")
+        page.locator("#key-save").click()
+        page.locator("#upload").set_input_files(str(scene_png))
+        page.locator("#key-dialog").wait_for()  # the upload was refused: asked again
+        assert "refused" in page.locator("#key-dialog").inner_text()
+        page.locator("#key-input").fill("sesame")
+        page.locator("#key-save").click()
+        page.locator('#turns li[data-turn="0"]').wait_for()
+        _send(page, "make the background green", 1)
+        session_id = re.search(r"session=([0-9a-f-]+)", page.url)[1]
+        r = httpx.get(f"{keyed.url}/v1/sessions/{session_id}", headers={"x-key": "sesame"})
+        assert r.json()["turns"][0]["status"] == "Ready"
+        assert httpx.get(f"{keyed.url}/v1/sessions/{session_id}").status_code == 401
+        assert urls and not [u for u in urls if "sesame" in u or "wrong" in u]
+    finally:
+        context.close()
+        keyed.stop()
