@@ -16,8 +16,6 @@ from typing import Annotated
 
 import typer
 
-from openkontext.serve.settings import load_settings
-
 DEFAULT_PORT = 8765
 
 
@@ -52,6 +50,7 @@ def ui_command(
 
     from openkontext.serve.app import create_app
     from openkontext.serve.classifiers import ClassifierError
+    from openkontext.serve.settings import load_settings
 
     if port is None:
         port = first_free_port(DEFAULT_PORT)

@@ -132,3 +132,10 @@ def test_sample_kinds_and_chains(tmp_path):
     notes.write_text("hi")
     bad = runner.invoke(app, ["sample", "--out", str(notes), "--count", "1"])
     assert bad.exit_code == 2 and f"{notes} is a file, not a directory" in bad.output
+
+
+def test_sample_help_lists_the_dataset_categories():
+    """world/cli.py writes CATEGORIES out (world.dataset imports torch); they must agree."""
+    from openkontext.world import cli
+
+    assert cli.CATEGORIES == CATEGORIES

