@@ -64,6 +64,11 @@ Dtype = Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (default: fp
 Offload = Annotated[
     bool, typer.Option(help="weights stay on the CPU; one part at a time on the GPU")
 ]
+Threads = Annotated[
+    int | None,
+    typer.Option(min=1, help="torch CPU threads (default: OMP_NUM_THREADS, else 1 for the mini "
+                 "models and every physical core for larger ones)"),
+]
 Seed = Annotated[int | None, typer.Option(help="same seed + inputs + settings = same bytes")]
 Steps = Annotated[int | None, typer.Option(help="denoising steps 1..50 (default: model's)")]
 Guidance = Annotated[
@@ -160,11 +165,12 @@ def _progress(label: str, quiet: bool = False) -> Iterator[Callable[[int, int], 
         yield lambda i, n: bar.update(task, completed=i, total=n)
 
 
-def _load(weights, device, dtype, offload: bool = False):
+def _load(weights, device, dtype, offload: bool = False, threads: int | None = None):
     from openkontext.pipeline import Kontext
 
     with err.status("loading model"):
-        return Kontext.load(weights, device=device, dtype=dtype, offload=offload)
+        return Kontext.load(weights, device=device, dtype=dtype, offload=offload,
+                            threads=threads)
 
 
 def _check_outputs(output: Path | None, fmt: ImageFormat | None, count: int) -> str:
@@ -237,6 +243,7 @@ def edit(
     device: Device = None,
     dtype: Dtype = None,
     offload: Offload = False,
+    threads: Threads = None,
     as_json: AsJson = False,
 ) -> None:
     """Edit IMAGE following INSTRUCTION."""
@@ -248,7 +255,7 @@ def edit(
         )
         images = [check_input_file(p) for p in [image, *(reference or [])]]
         fmt = _check_outputs(output, fmt, num_images)
-        kontext = _load(weights, device, dtype, offload)
+        kontext = _load(weights, device, dtype, offload, threads)
         result = _run(kontext, instruction, images, settings, "editing", as_json)
         out = output or Path(f"{image.stem}-edit-{result.seeds[0]}.{fmt}")
         _report(result, _write_outputs(result, out, fmt, quality), as_json)
@@ -272,6 +279,7 @@ def generate(
     device: Device = None,
     dtype: Dtype = None,
     offload: Offload = False,
+    threads: Threads = None,
     as_json: AsJson = False,
 ) -> None:
     """Generate an image from PROMPT alone."""
@@ -280,7 +288,7 @@ def generate(
     with _errors():
         settings = Settings(seed, steps, guidance, aspect_ratio, width, height, num_images, style)
         fmt = _check_outputs(output, fmt, num_images)
-        kontext = _load(weights, device, dtype, offload)
+        kontext = _load(weights, device, dtype, offload, threads)
         result = _run(kontext, prompt, [], settings, "generating", as_json)
         out = output or Path(f"generated-{result.seeds[0]}.{fmt}")
         _report(result, _write_outputs(result, out, fmt, quality), as_json)
@@ -321,6 +329,7 @@ def chat(
     output_dir: Annotated[Path, typer.Option(help="each turn's image is written here")] = Path(
         "chat"
     ),
+    threads: Threads = None,
 ) -> None:
     """Edit turn after turn: one instruction per line; /undo, /branch N, /history, /save DIR,
     /quit."""
@@ -332,7 +341,7 @@ def chat(
         for folder in (output_dir, save):
             if folder is not None:
                 check_output_folder(folder)
-        kontext = _load(weights, device, dtype)
+        kontext = _load(weights, device, dtype, threads=threads)
         session = kontext.session(image, seed=seed, steps=steps)
         run_chat(session, sys.stdin, err, output_dir, save, _progress)
 
@@ -342,13 +351,15 @@ def demo(
     out: Annotated[Path, typer.Option(help="folder for the pictures")] = Path("out/demo"),
     seed: Seed = 0,
     weights: Weights = None,
+    threads: Threads = None,
 ) -> None:
-    """Edit a Shapes World scene with the embedded model and write before/after pictures."""
+    """A five-turn session on a Shapes World scene with the embedded model, each turn judged
+    against its ground truth."""
     from openkontext.cli_chat import run_demo
 
     with _errors():
         check_output_folder(out)
-        run_demo(_load(weights, None, None), out, seed, err, _progress)
+        run_demo(_load(weights, None, None, threads=threads), out, seed, err, _progress)
 
 
 def main() -> None:

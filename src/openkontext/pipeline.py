@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from openkontext import flow, imaging
+from openkontext import threads as cpu_threads
 from openkontext.model import LoadedModel
 from openkontext.preserve import paste_back
 from openkontext.resolution import resolve_size
@@ -218,19 +219,26 @@ class Kontext:
         dtype: str | torch.dtype | None = None,
         text_encoders: str | Path | None = None,
         offload: bool = False,
+        threads: int | None = None,
         **kwargs,
     ) -> Kontext:
         """The embedded mini model (weights=None), a mini export folder, or real FLUX.1 Kontext
         weights (BFL file/folder or diffusers folder; `text_encoders` points at a folder with
         text_encoder/ and text_encoder_2/ when the weights do not include them). `offload`
-        keeps the weights in CPU memory and moves one part at a time to the device."""
+        keeps the weights in CPU memory and moves one part at a time to the device.
+
+        Sets torch's CPU thread count on the calling thread: `threads`, else OMP_NUM_THREADS,
+        else by the model's size (`openkontext.threads`: one thread for the mini models)."""
+        cpu_threads.check(threads)  # before any weights load
         dev = choose_device(device)
         dtype = choose_dtype(dev, dtype)
         if not offload:
-            return cls(load_model(weights, dev, dtype, text_encoders), **kwargs)
-        # CPU offload: load onto the CPU; each part visits `dev` only while it runs.
-        model = load_model(weights, "cpu", dtype, text_encoders)
-        return cls(dataclasses.replace(model, device=dev, offload=True), **kwargs)
+            model = load_model(weights, dev, dtype, text_encoders)
+        else:  # CPU offload: load onto the CPU; each part visits `dev` only while it runs.
+            model = load_model(weights, "cpu", dtype, text_encoders)
+            model = dataclasses.replace(model, device=dev, offload=True)
+        cpu_threads.apply(threads, model)
+        return cls(model, **kwargs)
 
     # -- front doors ---------------------------------------------------------------------------
 
@@ -403,6 +411,7 @@ class Kontext:
             "model": m.preset.name,
             "device": str(m.device),
             "dtype": str(m.dtype).removeprefix("torch."),
+            "threads": torch.get_num_threads(),
             "transformer_parameters": count,
             "native_size": m.preset.native_size,
             "default_steps": m.preset.default_steps,

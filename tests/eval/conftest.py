@@ -33,7 +33,7 @@ def kontext() -> Kontext:
 @pytest.fixture
 def app(kontext) -> typer.Typer:
     app = typer.Typer(add_completion=False)
-    register(app, load=lambda weights, device, dtype: kontext)
+    register(app, load=lambda weights, device, dtype, threads=None: kontext)
 
     @app.callback()
     def main() -> None:  # a callback keeps `eval` a named sub-command

@@ -1,5 +1,6 @@
 """The worker: a graceful stop puts the running job back, unless it was cancelled; cancel
-stops a job inside a step (batching: test_serve_batching; leases: test_serve_multiprocess)."""
+stops a job inside a step; the `threads` setting is the model's thread count (batching:
+test_serve_batching; leases: test_serve_multiprocess)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import threading
 import time
 
 import httpx
+import torch
 
 from openkontext.model import LoadedModel
 from openkontext.pipeline import Kontext
@@ -14,7 +16,7 @@ from openkontext.serve.app import create_app
 from openkontext.serve.settings import ServeSettings
 from openkontext.serve.store import JobStore, State
 
-from .conftest import SlowKontext, start_server
+from .conftest import Live, SlowKontext, start_server
 
 
 def test_graceful_stop_requeues_the_running_job(tmp_path, mini_model):
@@ -76,3 +78,31 @@ def _until(condition, timeout: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
+
+
+def test_the_threads_setting_sets_the_worker_threads_count(tmp_path, monkeypatch):
+    """`threads` reaches the thread that runs the model, over OMP_NUM_THREADS and over the
+    count the process had: the default model factory passes it to `Kontext.load`."""
+    seen = []
+    run_many = Kontext.run_many
+
+    def recording(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return run_many(self, *args, **kwargs)
+
+    monkeypatch.setattr(Kontext, "run_many", recording)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    torch.set_num_threads(2)  # what a new thread would start with (the fixture restores 1)
+    settings = ServeSettings(data_dir=tmp_path, weights="random", threads=1,
+                             image_classifier="none")
+    app = create_app(settings)
+    server, thread, url = start_server(app)
+    try:
+        with httpx.Client(base_url=url, timeout=30, trust_env=False) as client:
+            job = client.post("/v1/flux-kontext-dev", json={"prompt": "x", "steps": 1}).json()
+            body = Live(url, app, client).wait(job["polling_url"])
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    assert body["status"] == "Ready"
+    assert seen == [1]

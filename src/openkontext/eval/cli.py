@@ -27,14 +27,15 @@ EXIT_INTERNAL = 1
 if TYPE_CHECKING:
     from openkontext.pipeline import Kontext
 
-Loader = Callable[[str | None, str | None, str | None], "Kontext"]
+Loader = Callable[[str | None, str | None, str | None, int | None], "Kontext"]
 
 
-def load_kontext(weights: str | None, device: str | None, dtype: str | None) -> Kontext:
+def load_kontext(weights: str | None, device: str | None, dtype: str | None,
+                 threads: int | None = None) -> Kontext:
     """The model to evaluate: `Kontext.load` (embedded mini when weights is None)."""
     from openkontext.pipeline import Kontext
 
-    return Kontext.load(weights, device=device, dtype=dtype)
+    return Kontext.load(weights, device=device, dtype=dtype, threads=threads)
 
 
 def _bad_input_errors() -> tuple[type[Exception], ...]:
@@ -49,7 +50,7 @@ def _bad_input_errors() -> tuple[type[Exception], ...]:
 
 
 def build_command(load: Loader = load_kontext) -> Callable[..., None]:
-    """The `eval` command, loading its model with `load(weights, device, dtype)`."""
+    """The `eval` command, loading its model with `load(weights, device, dtype, threads)`."""
 
     def eval_command(
         dataset: Annotated[Path | None, typer.Argument(
@@ -76,6 +77,8 @@ def build_command(load: Loader = load_kontext) -> Callable[..., None]:
             help="cases per model call (default: by image size)")] = None,
         device: Annotated[str | None, typer.Option(help="cpu, cuda, mps")] = None,
         dtype: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16")] = None,
+        threads: Annotated[int | None, typer.Option(
+            min=1, help="torch CPU threads (default: OMP_NUM_THREADS, else by model size)")] = None,
     ) -> None:
         """Score a model: PSNR to target, success, preservation, identity baseline beside."""
         from openkontext.eval.dataset import DatasetError, load_cases
@@ -100,7 +103,7 @@ def build_command(load: Loader = load_kontext) -> Callable[..., None]:
                 if save_outputs is not None:
                     check_output_folder(save_outputs)
                 with err.status("loading model"):
-                    kontext = load(weights, device, dtype)
+                    kontext = load(weights, device, dtype, threads)
                 native = kontext.model.preset.native_size
                 if suite is not None:
                     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))

@@ -67,7 +67,8 @@ def create_app(
     s = settings or load_settings()
     if kontext_factory is None:
         def kontext_factory() -> Kontext:
-            return Kontext.load(s.weights, device=s.device, limits=s.image_limits)
+            return Kontext.load(s.weights, device=s.device, threads=s.threads,
+                                limits=s.image_limits)
 
     # Before any file is made: a classifier that is configured but cannot load stops start-up.
     if image_classifier is None:

@@ -22,6 +22,10 @@ def serve_command(
         str | None, typer.Option(help="FLUX weights; default: the embedded mini model")
     ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML settings file")] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="torch CPU threads of the worker (default: by "
+                                 "model size)")
+    ] = None,
     print_key_hash: Annotated[
         str | None,
         typer.Option("--hash-key", help="print the hash of this API key for api_keys and exit"),
@@ -40,7 +44,7 @@ def serve_command(
 
     try:
         settings = load_settings(config, host=host, port=port, data_dir=data_dir,
-                                 weights=weights)
+                                 weights=weights, threads=threads)
     except (FileNotFoundError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

@@ -61,6 +61,9 @@ class ServeSettings(BaseSettings):
     # The model.
     weights: str | None = None  # default: the embedded mini model
     device: str | None = None  # default: the best available
+    # torch CPU threads for the worker; default: OMP_NUM_THREADS, else by model size (one for
+    # the mini models; see openkontext.threads)
+    threads: int | None = Field(default=None, ge=1)
     # State.
     data_dir: Path = Path("openkontext-data")
     database_url: str | None = None  # default: SQLite file data_dir/jobs.sqlite3 in WAL mode
