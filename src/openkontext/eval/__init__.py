@@ -11,24 +11,12 @@ The names below are loaded on first use, so that the CLI can import `openkontext
 without torch and the pipeline.
 """
 
-import importlib
+from openkontext.lazy import lazy_exports
 
-_EXPORTS = {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "dataset": ("Case", "DatasetError", "Picture", "Turn", "load_cases"),
     "metrics": ("PSNR_CAP", "SUCCESS_DB", "TurnScore", "psnr", "score_turn"),
     "report": ("CaseResult", "Report", "Stats"),
     "runner": ("evaluate", "run_batch"),
     "suite": ("build_suite",),
-}
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str):
-    if name in _MODULE_OF:
-        return getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+})

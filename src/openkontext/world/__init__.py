@@ -12,9 +12,9 @@ without torch (which `render` needs). `openkontext.world.render` is the module; 
 `openkontext.world.render.render`.
 """
 
-import importlib
+from openkontext.lazy import lazy_exports
 
-_EXPORTS = {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "edits": ("KINDS", "Edit", "apply_edit", "edit_options", "reference"),
     "phrasings": ("describe", "phrase"),
     "render": (
@@ -49,16 +49,4 @@ _EXPORTS = {
         "Target",
         "random_scene",
     ),
-}
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str):
-    if name in _MODULE_OF:
-        return getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+})
