@@ -170,6 +170,15 @@ def serve(tmp_path, mini_model) -> Iterator[Callable[..., Live]]:
         thread.join(30)
 
 
+def until(condition, timeout: float = 30.0, what: str = "the condition"):
+    """Poll `condition` until it gives something true; -> that. Fails after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+    return value
+
+
 def png_bytes(size: tuple[int, int] = (64, 64), color=(200, 40, 40)) -> bytes:
     img = Image.new("RGB", size, color)
     img.paste((20, 20, 220), (size[0] // 4, size[1] // 4, size[0] // 2, size[1] // 2))

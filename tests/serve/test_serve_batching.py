@@ -10,21 +10,14 @@ from PIL import Image
 
 from openkontext.pipeline import Kontext, Settings
 
-from .conftest import SlowKontext, png_b64, png_bytes
-
-
-def _until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
+from .conftest import SlowKontext, png_b64, png_bytes, until
 
 
 def _queue_behind_a_gate(live, kontext: SlowKontext, bodies: list[dict]) -> list[dict]:
     """Submit a first job that holds the worker at the gate, then `bodies`; -> their jobs."""
     before = len(kontext.batches)
     live.submit({"prompt": "first", "steps": 1})
-    _until(lambda: kontext.batches[before:] == [["first"]])
+    until(lambda: kontext.batches[before:] == [["first"]])
     return [live.submit(body).json() for body in bodies]
 
 
@@ -81,7 +74,7 @@ def test_cancelling_one_job_of_a_batch_leaves_the_others(serve, mini_model):
         jobs = _queue_behind_a_gate(live, kontext, [{"prompt": p, "steps": 20} for p in "xyz"])
     finally:
         gate.set()
-    _until(lambda: live.services.worker.running == [j["id"] for j in jobs])
+    until(lambda: live.services.worker.running == [j["id"] for j in jobs])
     r = live.client.post("/v1/cancel", params={"id": jobs[1]["id"]}).json()
     assert r["cancelled"] is True and r["status"] == "Pending"
     x, y, z = (live.wait(job["polling_url"]) for job in jobs)
@@ -94,7 +87,7 @@ def test_cancelling_one_job_of_a_batch_leaves_the_others(serve, mini_model):
         jobs = _queue_behind_a_gate(live, kontext, [{"prompt": p, "steps": 50} for p in "uv"])
     finally:
         gate.set()
-    _until(lambda: live.services.worker.running == [j["id"] for j in jobs])
+    until(lambda: live.services.worker.running == [j["id"] for j in jobs])
     started = time.monotonic()
     for job in jobs:
         live.client.post("/v1/cancel", params={"id": job["id"]})

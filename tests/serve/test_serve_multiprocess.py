@@ -21,6 +21,8 @@ import httpx
 
 from openkontext.serve.store import JobStore, State
 
+from .conftest import until
+
 SERVER = Path(__file__).with_name("server_main.py")
 
 
@@ -52,12 +54,6 @@ class Server:
         self.proc.wait(30)
 
 
-def _until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
 
 
 def _running(store: JobStore, job_id: str) -> bool:
@@ -73,7 +69,7 @@ def test_a_second_process_leaves_a_running_job_alone_and_finishes_a_killed_ones(
     b = None
     try:
         first = a.submit({"prompt": "once", "steps": 20, "seed": 1})
-        _until(lambda: _running(store, first["id"]), 60, "the first job to start")
+        until(lambda: _running(store, first["id"]), 60, "the first job to start")
         b = Server(tmp_path, db_url, delay=0.0, lease=4.0)
         # B started (and reclaimed) while A runs the job: A keeps it, its progress only grows.
         seen = [store.get(first["id"]).progress]
@@ -85,10 +81,10 @@ def test_a_second_process_leaves_a_running_job_alone_and_finishes_a_killed_ones(
         assert b.result(first["id"])["status"] == "Ready"
         # A dies in the middle of the next job: B finishes it, long before A's lease ends.
         second = a.submit({"prompt": "orphan", "steps": 40, "seed": 2})
-        _until(lambda: _running(store, second["id"]), 60, "the second job to start")
+        until(lambda: _running(store, second["id"]), 60, "the second job to start")
         a.proc.kill()
         a.proc.wait(10)
-        done = _until(lambda: (j := store.get(second["id"])).state.finished and j, 60,
+        done = until(lambda: (j := store.get(second["id"])).state.finished and j, 60,
                       "B to finish the killed process's job")
         assert done.state == State.READY and done.owner.startswith(b.owner_prefix())
         body = b.result(second["id"])
@@ -111,12 +107,12 @@ def test_a_hung_process_loses_its_job_when_the_lease_expires_and_changes_nothing
     try:
         # Whichever process claims it, stop that one mid-job.
         job_id = a.submit({"prompt": "hang", "steps": 30, "seed": 3})["id"]
-        _until(lambda: _running(store, job_id), 60, "the job to start")
+        until(lambda: _running(store, job_id), 60, "the job to start")
         owner = store.get(job_id).owner
         hung, alive = (a, b) if owner.startswith(a.owner_prefix()) else (b, a)
         hung.proc.send_signal(signal.SIGSTOP)
         stopped = time.monotonic()
-        done = _until(lambda: (j := store.get(job_id)).state.finished and j, 60,
+        done = until(lambda: (j := store.get(job_id)).state.finished and j, 60,
                       "the live process to finish the hung one's job")
         assert done.state == State.READY and done.owner.startswith(alive.owner_prefix())
         assert time.monotonic() - stopped >= 1.0  # not before the lease had run out

@@ -14,14 +14,7 @@ from openkontext.serve import retention
 from openkontext.serve.settings import ServeSettings
 from openkontext.serve.store import Job, JobStore, State
 
-from .conftest import SlowKontext, png_b64
-
-
-def _until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
+from .conftest import SlowKontext, png_b64, until
 
 
 def test_inputs_are_deleted_when_their_job_is_done(serve, mini_model):
@@ -31,7 +24,7 @@ def test_inputs_are_deleted_when_their_job_is_done(serve, mini_model):
     s = live.services.settings
     try:
         running = live.submit({"prompt": "a", "input_image": png_b64(), "steps": 1}).json()
-        _until(lambda: kontext.batches == [["a"]])  # held at the gate
+        until(lambda: kontext.batches == [["a"]])  # held at the gate
         queued = live.submit({"prompt": "b", "input_image": png_b64(), "steps": 1}).json()
         assert (retention.input_dir(s, running["id"]) / "0.img").is_file()  # needed: running
         assert (retention.input_dir(s, queued["id"]) / "0.img").is_file()  # needed: queued
@@ -45,10 +38,10 @@ def test_inputs_are_deleted_when_their_job_is_done(serve, mini_model):
     # order could requeue a job with no inputs after a crash), so a poller may see the
     # final status a moment before the folder goes.
     assert live.wait(running["polling_url"])["status"] == "Ready"
-    _until(lambda: not retention.input_dir(s, running["id"]).exists())  # finished: gone
+    until(lambda: not retention.input_dir(s, running["id"]).exists())  # finished: gone
     failed = live.submit({"prompt": "c", "input_image": png_b64(), "steps": 1}).json()
     assert live.wait(failed["polling_url"])["status"] == "Error"
-    _until(lambda: not retention.input_dir(s, failed["id"]).exists())
+    until(lambda: not retention.input_dir(s, failed["id"]).exists())
     # Refused at submission (a size the model cannot make): no input is ever stored.
     refused = live.submit({"prompt": "d", "input_image": png_b64(), "width": 2048,
                            "height": 16})
@@ -73,7 +66,7 @@ def test_results_expire_after_the_ttl_and_kept_inputs_with_them(serve):
     gone = live.client.get(job["polling_url"])
     assert gone.status_code == 404 and gone.json()["status"] == "Task not found"
     assert live.client.get(sample).status_code == 404
-    _until(lambda: not retention.result_dir(s, job["id"]).exists()
+    until(lambda: not retention.result_dir(s, job["id"]).exists()
            and not retention.input_dir(s, job["id"]).exists())
     assert live.services.store.get(job["id"]) is None
 

@@ -16,7 +16,7 @@ from openkontext.serve.app import create_app
 from openkontext.serve.settings import ServeSettings
 from openkontext.serve.store import JobStore, State
 
-from .conftest import Live, SlowKontext, start_server
+from .conftest import Live, SlowKontext, start_server, until
 
 
 def test_graceful_stop_requeues_the_running_job(tmp_path, mini_model):
@@ -46,11 +46,11 @@ def test_a_job_cancelled_as_the_server_stops_is_not_run_again(tmp_path, mini_mod
     store = app.state.services.store
     try:
         job = httpx.post(f"{url}/v1/flux-kontext-dev", json={"prompt": "x", "steps": 5}).json()
-        _until(lambda: store.get(job["id"]).state == State.RUNNING)  # held at the gate
+        until(lambda: store.get(job["id"]).state == State.RUNNING)  # held at the gate
         assert httpx.post(f"{url}/v1/cancel", params={"id": job["id"]}).json()["cancelled"]
     finally:
         server.should_exit = True  # the worker is told to stop before the batch starts
-        _until(lambda: app.state.services.worker._stop.is_set())
+        until(lambda: app.state.services.worker._stop.is_set())
         gate.set()
         thread.join(30)
     after = JobStore(settings.db_url).get(job["id"])
@@ -64,20 +64,15 @@ def test_cancel_stops_a_running_job_inside_a_long_step(serve):
     live = serve(Kontext(model))
     job = live.submit({"prompt": "slow", "steps": 2}).json()
     store = live.services.store
-    _until(lambda: store.get(job["id"]).state == State.RUNNING)
+    until(lambda: store.get(job["id"]).state == State.RUNNING)
     time.sleep(0.7)  # well inside the first step
     asked = time.monotonic()
     assert live.client.post("/v1/cancel", params={"id": job["id"]}).json()["cancelled"]
-    _until(lambda: store.get(job["id"]).state == State.CANCELLED, timeout=10)
+    until(lambda: store.get(job["id"]).state == State.CANCELLED, timeout=10)
     assert time.monotonic() - asked < 1.5  # a block and a check, not the rest of the step
     assert live.wait(job["polling_url"])["details"] == {"error": "cancelled by request"}
 
 
-def _until(condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def test_the_threads_setting_sets_the_worker_threads_count(tmp_path, monkeypatch):

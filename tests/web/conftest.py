@@ -72,10 +72,16 @@ def server(tmp_path) -> Iterator[Server]:
     s.stop()
 
 
+def new_page(browser, width: int = 1280, height: int = 800):
+    """A page in a fresh browser context (its own storage) at this viewport; close its
+    `.context` when done."""
+    p = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    p.set_default_timeout(20_000)
+    return p
+
+
 @pytest.fixture
 def page(browser, server):
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    p = context.new_page()
-    p.set_default_timeout(20_000)
+    p = new_page(browser)
     yield p
-    context.close()
+    p.context.close()

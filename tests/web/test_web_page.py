@@ -12,7 +12,7 @@ import pytest
 from openkontext.world.render import render, to_pil
 from openkontext.world.scene import Scene
 
-from .conftest import start_server
+from .conftest import new_page, start_server
 
 SCENE = {"background": "gray", "objects": [
     {"shape": "circle", "color": "red", "cell": "top left", "size": "large"},
@@ -109,9 +109,7 @@ def test_a_file_that_is_not_a_picture_shows_the_error(page, server, tmp_path):
 
 def test_cancel_a_running_turn(browser, tmp_path, scene_png):
     slow = start_server(tmp_path / "slow", step_delay=1.0)
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
-    page.set_default_timeout(20_000)
+    page = new_page(browser)
     try:
         _open(page, slow.url)
         _upload(page, scene_png)
@@ -126,14 +124,12 @@ def test_cancel_a_running_turn(browser, tmp_path, scene_png):
         assert "cancel" in page.locator("#error").inner_text().lower() or \
             page.locator('#turns li[data-turn="1"].failed').count() == 1
     finally:
-        context.close()
+        page.context.close()
         slow.stop()
 
 
 def test_phone_width(browser, server, scene_png):
-    context = browser.new_context(viewport={"width": 390, "height": 844})
-    page = context.new_page()
-    page.set_default_timeout(20_000)
+    page = new_page(browser, 390, 844)
     try:
         _open(page, server.url)
         _upload(page, scene_png)
@@ -143,15 +139,13 @@ def test_phone_width(browser, server, scene_png):
             box = page.locator(control).bounding_box()
             assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, control
     finally:
-        context.close()
+        page.context.close()
 
 
 def test_a_server_with_keys_asks_for_one_and_never_puts_it_in_a_url(browser, tmp_path,
                                                                     scene_png):
     keyed = start_server(tmp_path / "keyed", api_keys='["sesame"]')
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
-    page.set_default_timeout(20_000)
+    page = new_page(browser)
     urls: list[str] = []
     page.on("request", lambda request: urls.append(request.url))
     try:
@@ -172,5 +166,5 @@ def test_a_server_with_keys_asks_for_one_and_never_puts_it_in_a_url(browser, tmp
         assert httpx.get(f"{keyed.url}/v1/sessions/{session_id}").status_code == 401
         assert urls and not [u for u in urls if "sesame" in u or "wrong" in u]
     finally:
-        context.close()
+        page.context.close()
         keyed.stop()
