@@ -9,7 +9,7 @@ default 0) pauses after every denoising step, so a test can cancel a turn while 
 from __future__ import annotations
 
 import sys
-import time
+from pathlib import Path
 
 import torch
 
@@ -18,26 +18,16 @@ from openkontext.serve.app import create_app, serve_on_free_port
 from openkontext.serve.settings import ServeSettings
 
 
-class Paced(Kontext):
-    """The embedded model, `delay` seconds slower a step."""
-
-    delay = 0.0
-
-    def run_many(self, requests, on_step=None, cancelled=None):
-        def paced(i: int, n: int) -> None:
-            time.sleep(self.delay)
-            if on_step is not None:
-                on_step(i, n)
-
-        return super().run_many(requests, on_step=paced, cancelled=cancelled)
-
-
 def main() -> None:
     data_dir = sys.argv[1]
-    Paced.delay = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
+    delay = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
     torch.set_num_threads(1)
+    sys.path.insert(0, str(Path(__file__).parents[1] / "serve"))
+    from conftest import SlowKontext  # the serve tests' model with a pause per step
+
     settings = ServeSettings(data_dir=data_dir, image_classifier="none")
-    serve_on_free_port(create_app(settings, lambda: Paced(Kontext.load().model)))
+    serve_on_free_port(create_app(settings,
+                                  lambda: SlowKontext(Kontext.load().model, step_delay=delay)))
 
 
 if __name__ == "__main__":
