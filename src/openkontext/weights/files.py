@@ -13,18 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from openkontext.model.autoencoder import AutoEncoder, AutoEncoderParams
 from openkontext.model.flux import Flux, FluxParams
+from openkontext.model.fp8 import FP8, FP8_DTYPES, fp8_linear_names, quantize, row_scale, use_fp8
 from openkontext.weights.keys import (
     _AE_RULES,
     _FLUX_RULES,
     _META_KEY,
     BFL_AE_NAME,
     BFL_TRANSFORMER_NAME,
+    CAT,
     COPY,
     DIFFUSERS_INDEX,
     DIFFUSERS_WEIGHTS,
@@ -45,6 +46,7 @@ from openkontext.weights.keys import (
     infer_ae_params,
     infer_flux_params,
 )
+from openkontext.weights.safetensors_io import SafetensorsError, SafetensorsFile
 
 # ---------------------------------------------------------------------------------------------
 # Finding files.
@@ -69,9 +71,23 @@ def _subfolders(root: Path) -> dict[str, Path | None]:
     return {n: (root / n if (root / n).is_dir() else None) for n in names}
 
 
+def _component(folder: Path) -> Path | None:
+    """A diffusers component folder, when it has its config and weights (a partial download
+    may have neither)."""
+    complete = (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+    return folder if complete else None
+
+
+def _not_transformer(path: Path) -> bool:
+    """Single files that sit beside a transformer: the autoencoder and text encoders."""
+    return path.name == BFL_AE_NAME or path.name.startswith(("clip_l", "t5xxl", "t5"))
+
+
 def find_checkpoint(path: str | Path) -> CheckpointFiles:
-    """Locate the pieces given a BFL transformer file, a BFL folder (flux1-kontext-dev.safetensors
-    or one other transformer file, plus ae.safetensors), or a diffusers root folder."""
+    """Locate the transformer and autoencoder given a BFL transformer file, a BFL folder
+    (flux1-kontext-dev.safetensors or one other transformer file, plus ae.safetensors), a
+    diffusers root folder, or a Hugging Face snapshot (both: a complete diffusers component is
+    used, else the BFL file beside it)."""
     path = Path(path)
     if not path.exists():
         raise WeightsError(f"{path}: no such file or folder")
@@ -82,31 +98,31 @@ def find_checkpoint(path: str | Path) -> CheckpointFiles:
         return CheckpointFiles(
             "bfl", path, ae if ae.is_file() and ae != path else None, **_subfolders(path.parent)
         )
-    if (path / "transformer").is_dir() or (path / "vae").is_dir():
-        parts = [
-            path / n if (path / n / "config.json").is_file() else None
-            for n in ("transformer", "vae")
-        ]
-        return CheckpointFiles("diffusers", *parts, **_subfolders(path))
-    # A folder of `mini` checkpoints would be recognised here, before the BFL fallback.
-    candidates = sorted(p for p in path.glob("*.safetensors") if p.name != BFL_AE_NAME)
+    candidates = sorted(p for p in path.glob("*.safetensors") if not _not_transformer(p))
     preferred = path / BFL_TRANSFORMER_NAME
     if preferred.is_file():
         transformer = preferred
     elif len(candidates) == 1:
         transformer = candidates[0]
-    elif candidates:
+    elif candidates and not (path / "transformer").is_dir():
         names = ", ".join(p.name for p in candidates)
         raise WeightsError(f"{path}: several transformer files ({names}); pass one of them")
     else:
         transformer = None
-    ae = path / BFL_AE_NAME
-    if transformer is None and not ae.is_file():
+    ae = path / BFL_AE_NAME if (path / BFL_AE_NAME).is_file() else None
+    if (path / "transformer").is_dir() or (path / "vae").is_dir():
+        return CheckpointFiles(
+            "diffusers",
+            _component(path / "transformer") or transformer,
+            _component(path / "vae") or ae,
+            **_subfolders(path),
+        )
+    if transformer is None and ae is None:
         raise WeightsError(
             f"{path}: no {BFL_TRANSFORMER_NAME}, {BFL_AE_NAME} or diffusers "
             "transformer/ and vae/ folders"
         )
-    return CheckpointFiles("bfl", transformer, ae if ae.is_file() else None, **_subfolders(path))
+    return CheckpointFiles("bfl", transformer, ae, **_subfolders(path))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,43 +130,80 @@ def find_checkpoint(path: str | Path) -> CheckpointFiles:
 
 
 class _Source:
-    """The tensors of one or more safetensors files, read one at a time on request."""
+    """The tensors of one or more safetensors files, read one at a time on request. Scale keys
+    of fp8 checkpoints (`X.scale_weight`, `X.weight_scale`, ...) are read with their weight."""
 
     def __init__(self, files: list[Path], stack: ExitStack, name: Path):
         self.name = name  # what error messages call this checkpoint
         self.metadata: dict[str, str] = {}
-        self._where: dict[str, tuple] = {}
+        self._where: dict[str, SafetensorsFile] = {}
         for file in files:
             if not file.is_file():
                 raise WeightsError(f"{file}: file not found")
             try:
-                handle = stack.enter_context(safe_open(str(file), framework="pt", device="cpu"))
-                keys, meta = list(handle.keys()), handle.metadata() or {}
-            except Exception as e:
+                handle = stack.enter_context(SafetensorsFile(file))
+            except (OSError, SafetensorsError) as e:
                 raise WeightsError(f"{file}: not a readable safetensors file ({e})") from None
-            for key in keys:
+            for key in handle:
                 if key in self._where:
                     raise WeightsError(f"{file}: tensor {key!r} is also in {self.file(key)}")
-                self._where[key] = (handle, file)
-            self.metadata.update(meta)
+                self._where[key] = handle
+            self.metadata.update(handle.metadata)
 
     def __iter__(self):
-        return iter(self._where)
+        return (k for k in self._where if not _is_scale(k))
 
     def __contains__(self, key: str) -> bool:
         return key in self._where
 
     def file(self, key: str) -> Path:
-        return self._where[key][1]
+        return self._where[key].path
 
     def shape(self, key: str) -> tuple[int, ...]:
-        return tuple(self._where[key][0].get_slice(key).get_shape())
+        return self._where[key].shape(key)
 
     def get(self, key: str) -> Tensor:
         try:
-            return self._where[key][0].get_tensor(key)
-        except Exception as e:
+            return self._where[key].read(key)
+        except (OSError, SafetensorsError) as e:
             raise WeightsError(f"{self.file(key)}: cannot read tensor {key!r} ({e})") from None
+
+    def scale(self, key: str) -> Tensor | None:
+        """The stored scale of fp8 weight `key`, if the checkpoint has one."""
+        base = key.removesuffix(".weight")
+        for name in (f"{base}.scale_weight", f"{base}.weight_scale"):
+            if name in self._where:
+                return self.get(name)
+        return None
+
+    def widened(self, key: str) -> Tensor:
+        """The tensor, an fp8 one multiplied out by its scale into float32."""
+        t = self.get(key)
+        if t.dtype not in FP8_DTYPES:
+            return t
+        scale = self.scale(key)
+        if scale is None:
+            return t.float()
+        return t.float() * scale.float().reshape(-1, *[1] * (t.ndim - 1))
+
+    def fp8_rows(self, names: tuple[str, ...], op: str) -> tuple[Tensor, Tensor]:
+        """Weight `names` joined by `op` as (e4m3 weight, (rows, 1) scale): e4m3 parts kept as
+        stored (their scales per row), anything else widened, joined and quantised."""
+        parts = [self.get(n) for n in names]
+        if op in (COPY, CAT) and all(p.dtype == FP8 and p.ndim == 2 for p in parts):
+            pairs = zip(names, parts, strict=True)
+            scales = [row_scale(self.scale(n), p.shape[0]) for n, p in pairs]
+            if len(parts) == 1:  # as read: no copy
+                return parts[0], scales[0]
+            return torch.cat(parts), torch.cat(scales)
+        return quantize(_join([self.widened(n) for n in names], op))
+
+
+def _is_scale(key: str) -> bool:
+    return key == "scaled_fp8" or key.endswith(_SCALE_SUFFIXES)
+
+
+_SCALE_SUFFIXES = (".scale_weight", ".weight_scale", ".scale_input", ".input_scale")
 
 
 def _diffusers_files(folder: Path) -> list[Path]:
@@ -220,7 +273,8 @@ def _plan(model: nn.Module, source: _Source, layout: Layout, hidden: int) -> dic
     """Check names and shapes against the file headers before reading anything.
     -> {model key: (source keys, op)}."""
     rules = _FLUX_RULES if isinstance(model, Flux) else _AE_RULES
-    expected = model.state_dict()
+    scales = {f"{name}.weight_scale" for name in fp8_linear_names(model)}  # made, not read
+    expected = {k: v for k, v in model.state_dict().items() if k not in scales}
     levels = _levels(expected)
     plan, used = {}, set()
     for key, tensor in expected.items():
@@ -246,7 +300,7 @@ def _plan(model: nn.Module, source: _Source, layout: Layout, hidden: int) -> dic
     return plan
 
 
-def _load(path, kind: type[nn.Module], dtype: torch.dtype, device, params) -> nn.Module:
+def _load(path, kind: type[nn.Module], dtype: torch.dtype, device, params, fp8=False) -> nn.Module:
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype}")
     path = Path(path)
@@ -262,12 +316,24 @@ def _load(path, kind: type[nn.Module], dtype: torch.dtype, device, params) -> nn
         source, layout, params = _open_component(path, kind, stack, params)
         with torch.device("meta"):
             model = kind(params)
+        if fp8:  # the blocks' linears, 99% of the weights; the small outer layers stay in dtype
+            use_fp8(model, keep=lambda name: not name.startswith(FP8_PARTS))
+        stored_fp8 = fp8_linear_names(model)
         hidden = params.hidden_size if kind is Flux else 0
         state = {}
         for key, (names, op) in _plan(model, source, layout, hidden).items():
-            state[key] = _join([source.get(n) for n in names], op).to(device=device, dtype=dtype)
+            if key.removesuffix(".weight") in stored_fp8 and key.endswith(".weight"):
+                weight, scale = source.fp8_rows(names, op)
+                state[key] = weight.to(device)
+                state[key.removesuffix("weight") + "weight_scale"] = scale.to(device)
+            else:
+                parts = [source.widened(n) for n in names]
+                state[key] = _join(parts, op).to(device=device, dtype=dtype)
         model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
+
+
+FP8_PARTS = ("double_blocks.", "single_blocks.")  # what fp8 storage stores in fp8
 
 
 def load_transformer(
@@ -275,10 +341,13 @@ def load_transformer(
     dtype: torch.dtype = torch.float32,
     device="cpu",
     params: FluxParams | None = None,
+    fp8: bool = False,
 ) -> Flux:
     """A `Flux` from a BFL file, a diffusers `transformer/` folder, or a checkpoint root folder.
-    Params come from `params`, else the file's metadata or config.json, else tensor shapes."""
-    return _load(path, Flux, dtype, device, params)
+    Params come from `params`, else the file's metadata or config.json, else tensor shapes.
+    `fp8`: the blocks' linear weights stored in fp8 (`model.fp8`), the rest in `dtype`. fp8
+    checkpoints (with or without scales) load either way."""
+    return _load(path, Flux, dtype, device, params, fp8)
 
 
 def load_autoencoder(
