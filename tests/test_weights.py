@@ -31,6 +31,7 @@ from openkontext.weights import (
     load_transformer,
     save_model,
 )
+from tiny_text import write_tiny_text_encoders
 
 
 def assert_same_tensors(a: dict, b: dict) -> None:
@@ -260,55 +261,13 @@ def test_wrong_kind_of_checkpoint(tmp_path, ae_model, bfl_file):
 # 5. The whole model for the pipeline.
 
 
-def write_tiny_text_encoders(root, clip_width: int, t5_width: int) -> None:
-    """Random CLIP-L and T5 stand-ins with tokenizers built here (no downloads): CLIP over
-    single bytes with no merges, T5 over single letters."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (
-        CLIPTextConfig,
-        CLIPTextModel,
-        CLIPTokenizer,
-        T5Config,
-        T5EncoderModel,
-        T5TokenizerFast,
-    )
-
-    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
-    chars = [chr(b) for b in printable] + [chr(256 + n) for n in range(256 - len(printable))]
-    vocab = {c: i for i, c in enumerate([*chars, *(c + "</w>" for c in chars),
-                                         "<|startoftext|>", "<|endoftext|>"])}
-    (root / "tokenizer").mkdir(parents=True)
-    (root / "tokenizer" / "vocab.json").write_text(json.dumps(vocab))
-    (root / "tokenizer" / "merges.txt").write_text("#version: 0.2\n")
-    CLIPTokenizer(vocab=str(root / "tokenizer" / "vocab.json"),
-                  merges=str(root / "tokenizer" / "merges.txt"),
-                  model_max_length=77).save_pretrained(root / "tokenizer")
-    letters = [(c, -1.0) for c in "\u2581abcdefghijklmnopqrstuvwxyz"]  # \u2581: word start
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), *letters]
-    t5_tokenizer = Tokenizer(models.Unigram(pieces, unk_id=2))
-    t5_tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
-    (root / "tokenizer_2").mkdir()
-    t5_tokenizer.save(str(root / "tokenizer_2" / "tokenizer.json"))
-    T5TokenizerFast(tokenizer_file=str(root / "tokenizer_2" / "tokenizer.json"),
-                    extra_ids=0).save_pretrained(root / "tokenizer_2")
-    torch.manual_seed(0)
-    CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(vocab), hidden_size=clip_width, intermediate_size=2 * clip_width,
-        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=77,
-        bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
-        pad_token_id=vocab["<|endoftext|>"],
-    )).save_pretrained(root / "text_encoder")
-    T5EncoderModel(T5Config(vocab_size=len(pieces), d_model=t5_width, d_kv=8, d_ff=2 * t5_width,
-                            num_layers=1, num_heads=2)).save_pretrained(root / "text_encoder_2")
-
-
 def test_load_model_from_a_diffusers_folder_runs_an_edit(tmp_path, flux_model, ae_model):
     from openkontext.sampling import run_tensors
 
     root = tmp_path / "kontext"
     save_model(flux_model, root / "transformer", layout="diffusers")
     save_model(ae_model, root / "vae", layout="diffusers")
-    with pytest.raises(WeightsError, match="no text_encoder/"):
+    with pytest.raises(WeightsError, match=r"no T5-XXL text encoder .* pass --text-encoders"):
         load_model(root)
     write_tiny_text_encoders(root, TINY_FLUX.vec_in_dim, TINY_FLUX.context_in_dim)
     model = load_model(root)

@@ -11,7 +11,8 @@ reference pipelines do) and `vec` (B, vec_dim), so batching never changes a resu
   encoder of the `mini` model since its 5,200-step export, chosen over the byte encoder because
   it carries colour words and unseen phrasings (docs/mini.md).
 - `HFTextEncoders`: T5-XXL (tokens) and CLIP-L (pooled) through `transformers`, for real
-  FLUX.1 Kontext [dev] weights; local folders only unless the caller allows the hub.
+  FLUX.1 Kontext [dev] weights, from local folders or single files (ComfyUI's `clip_l`,
+  `t5xxl_fp16`, `t5xxl_fp8_e4m3fn[_scaled]`), T5 optionally stored in fp8.
 """
 
 from __future__ import annotations
@@ -241,36 +242,39 @@ def build_text_encoder(params: ByteTextParams | SentenceTextParams) -> nn.Module
 
 
 class HFTextEncoders:
-    """T5 token embeddings (max 512, padded, no mask) and CLIP pooled output (max 77)."""
+    """T5 token embeddings (max 512, padded, no mask) and CLIP pooled output (max 77), from
+    loaded transformers models and their tokenizers (`from_folders` loads all four)."""
 
-    def __init__(
-        self,
-        t5_dir: str | Path,
-        clip_dir: str | Path,
-        t5_tokenizer_dir=None,
-        clip_tokenizer_dir=None,
-        dtype: torch.dtype = torch.float32,
-        device: str | torch.device = "cpu",
-        max_length: int = 512,
-        local_files_only: bool = True,
-    ):
-        try:
-            from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
-        except ImportError as e:  # pragma: no cover - depends on the user's install
-            raise ImportError(
-                "real FLUX text encoders need `transformers`: pip install 'openkontext[hf]'"
-            ) from e
-        kw = {"local_files_only": local_files_only}
+    def __init__(self, t5, clip, t5_tokenizer, clip_tokenizer,
+                 device: str | torch.device = "cpu", max_length: int = 512):
+        self.t5, self.clip = t5, clip
+        self.t5_tokenizer, self.clip_tokenizer = t5_tokenizer, clip_tokenizer
         self.max_length = max_length
         self.device = torch.device(device)
-        self.t5_tokenizer = T5TokenizerFast.from_pretrained(str(t5_tokenizer_dir or t5_dir), **kw)
-        self.t5 = T5EncoderModel.from_pretrained(str(t5_dir), torch_dtype=dtype, **kw)
-        self.clip_tokenizer = CLIPTokenizer.from_pretrained(
-            str(clip_tokenizer_dir or clip_dir), **kw
-        )
-        self.clip = CLIPTextModel.from_pretrained(str(clip_dir), torch_dtype=dtype, **kw)
         self.t5.to(self.device).eval().requires_grad_(False)
         self.clip.to(self.device).eval().requires_grad_(False)
+
+    @classmethod
+    def from_folders(
+        cls,
+        t5_dir: str | Path,
+        clip_dir: str | Path,
+        t5_tokenizer_dir: str | Path | None = None,
+        clip_tokenizer_dir: str | Path | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+        fp8: bool = False,
+        max_length: int = 512,
+    ) -> HFTextEncoders:
+        """Both encoders from transformers folders or single .safetensors files
+        (`openkontext.weights.text_encoders`); the tokenizers from their own folders, by default
+        the model folders. `fp8=True` keeps T5's Linear weights in float8."""
+        from openkontext.weights.text_encoders import load_clip, load_t5, load_tokenizers
+
+        tokenizers = load_tokenizers(t5_tokenizer_dir or t5_dir, clip_tokenizer_dir or clip_dir)
+        t5 = load_t5(t5_dir, dtype, device, fp8=fp8)
+        clip = load_clip(clip_dir, dtype, device)
+        return cls(t5, clip, *tokenizers, device=device, max_length=max_length)
 
     def to(self, device: str | torch.device) -> HFTextEncoders:
         """Move both encoders (used by CPU offload)."""
