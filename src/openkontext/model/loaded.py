@@ -12,6 +12,7 @@ import torch
 
 from openkontext.model.autoencoder import AutoEncoder
 from openkontext.model.flux import Flux
+from openkontext.model.offload import OFFLOAD_MODES, Offload, streamed_blocks
 from openkontext.model.presets import ModelPreset, get_preset
 from openkontext.model.text import TextEncoder, build_text_encoder
 
@@ -26,7 +27,18 @@ class LoadedModel:
     text: TextEncoder
     device: torch.device
     dtype: torch.dtype
-    offload: bool = False  # keep weights on the CPU; move each part to `device` while it runs
+    # Where the weights wait while a part does not run (see `openkontext.model.offload`):
+    # "none" on `device`; "model" on the CPU, each part moved to `device` while it runs;
+    # "blocks" as "model", but the transformer's blocks are streamed a group at a time.
+    offload: Offload = "none"
+
+    def __post_init__(self):
+        if isinstance(self.offload, bool):  # the older switch: True was CPU offload
+            self.offload = "model" if self.offload else "none"
+        if self.offload not in OFFLOAD_MODES:
+            raise ValueError(
+                f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {self.offload!r}"
+            )
 
     @property
     def z_channels(self) -> int:
@@ -34,17 +46,24 @@ class LoadedModel:
 
     @contextmanager
     def using(self, part):
-        """`part` (transformer, autoencoder or text encoder) on `device` for the duration; with
-        offload on, moved there on entry and back to the CPU on exit, so a low-memory GPU
-        holds one part at a time."""
-        if not self.offload:
+        """`part` (transformer, autoencoder or text encoder) on `device` for the duration. With
+        offload "model", moved there on entry and back to the CPU on exit, so a low-memory GPU
+        holds one part at a time; with "blocks" the same, except that the transformer's blocks
+        visit the device a few at a time while it runs (`streamed_blocks`)."""
+        if self.offload == "none":
             yield part
             return
-        part.to(self.device)
         try:
-            yield part
+            if self.offload == "blocks" and part is self.flux:
+                with streamed_blocks(part, self.device):
+                    yield part
+            else:
+                part.to(self.device)
+                try:
+                    yield part
+                finally:
+                    part.to("cpu")
         finally:
-            part.to("cpu")
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
 
