@@ -42,6 +42,15 @@ def randomise_(module: nn.Module, seed: int) -> nn.Module:
     return module.eval()
 
 
+@pytest.fixture(autouse=True)
+def empty_hub_cache(tmp_path, monkeypatch) -> Path:
+    """Tests never see this machine's Hugging Face cache: an empty one of their own (those that
+    need a snapshot there write it)."""
+    cache = tmp_path / "hf-hub-cache"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    return cache
+
+
 @pytest.fixture
 def scene(tmp_path) -> Path:
     """A Shapes World picture (64 px PNG, at least two objects) in the test's folder."""

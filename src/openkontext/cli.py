@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +23,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from openkontext.cli_ui import register as register_ui
+from openkontext.cli_weights import register as register_weights
 from openkontext.eval.cli import register as register_eval
 from openkontext.files import (
     FORMAT_ALIASES,
@@ -48,6 +50,7 @@ app.add_typer(world_app, name="world")
 app.add_typer(train_app, name="train")
 register_serve(app)
 register_ui(app)
+register_weights(app)
 register_eval(app)
 err = Console(stderr=True)
 
@@ -55,14 +58,48 @@ err = Console(stderr=True)
 Weights = Annotated[
     str | None,
     typer.Option(
-        help="FLUX weights (BFL file/folder, diffusers "
-        "folder or mini export); default: embedded mini"
+        help="FLUX.1 Kontext weights: BFL file or folder, diffusers or Hugging Face snapshot "
+        "folder, kontext-dev (the snapshot in the Hugging Face cache), or a mini export; "
+        "default: the embedded mini model"
     ),
+]
+TextEncoders = Annotated[
+    str | None,
+    typer.Option(help="folder with T5-XXL and CLIP-L: text_encoder_2/ + text_encoder/, or "
+                 "t5xxl_fp16.safetensors / t5xxl_fp8_e4m3fn[_scaled].safetensors + "
+                 "clip_l.safetensors (default: beside the weights, then the HF cache)"),
+]
+Tokenizers = Annotated[
+    str | None,
+    typer.Option(help="folder with tokenizer/ (CLIP) and tokenizer_2/ (T5) (default: beside "
+                 "the weights or text encoders, then the HF cache)"),
+]
+
+
+class WeightsDtype(enum.StrEnum):
+    fp8 = "fp8"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp32 = "fp32"
+
+
+class OffloadMode(enum.StrEnum):
+    none = "none"
+    model = "model"
+    blocks = "blocks"
+
+
+WeightsDtypeOption = Annotated[
+    WeightsDtype | None,
+    typer.Option("--weights-dtype", help="weight storage: fp8 halves bf16's memory "
+                 "(transformer blocks and T5); others equal --dtype"),
 ]
 Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default: best)")]
 Dtype = Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (default: fp32 on CPU)")]
 Offload = Annotated[
-    bool, typer.Option(help="weights stay on the CPU; one part at a time on the GPU")
+    OffloadMode,
+    typer.Option(help="model: weights on the CPU, one part at a time on the GPU; blocks: the "
+                 "transformer's blocks streamed to the GPU a group at a time"),
 ]
 Threads = Annotated[
     int | None,
@@ -165,12 +202,28 @@ def _progress(label: str, quiet: bool = False) -> Iterator[Callable[[int, int], 
         yield lambda i, n: bar.update(task, completed=i, total=n)
 
 
-def _load(weights, device, dtype, offload: bool = False, threads: int | None = None):
-    from openkontext.pipeline import Kontext
+@dataclass
+class Load:
+    """Where the model comes from and how it is held: the options edit, generate, info, chat
+    and demo share."""
 
-    with err.status("loading model"):
-        return Kontext.load(weights, device=device, dtype=dtype, offload=offload,
-                            threads=threads)
+    weights: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    offload: str = "none"
+    threads: int | None = None
+    text_encoders: str | None = None
+    tokenizers: str | None = None
+    weights_dtype: str | None = None
+
+    def __call__(self):
+        from openkontext.pipeline import Kontext
+
+        with err.status("loading model"):
+            return Kontext.load(self.weights, device=self.device, dtype=self.dtype,
+                                text_encoders=self.text_encoders, offload=str(self.offload),
+                                threads=self.threads, tokenizers=self.tokenizers,
+                                weights_dtype=self.weights_dtype and str(self.weights_dtype))
 
 
 def _check_outputs(output: Path | None, fmt: ImageFormat | None, count: int) -> str:
@@ -240,9 +293,12 @@ def edit(
     style: Style = None,
     preserve: Preserve = True,
     weights: Weights = None,
+    text_encoders: TextEncoders = None,
+    tokenizers: Tokenizers = None,
+    weights_dtype: WeightsDtypeOption = None,
     device: Device = None,
     dtype: Dtype = None,
-    offload: Offload = False,
+    offload: Offload = OffloadMode.none,
     threads: Threads = None,
     as_json: AsJson = False,
 ) -> None:
@@ -255,7 +311,8 @@ def edit(
         )
         images = [check_input_file(p) for p in [image, *(reference or [])]]
         fmt = _check_outputs(output, fmt, num_images)
-        kontext = _load(weights, device, dtype, offload, threads)
+        kontext = Load(weights, device, dtype, offload, threads, text_encoders, tokenizers,
+                       weights_dtype)()
         result = _run(kontext, instruction, images, settings, "editing", as_json)
         out = output or Path(f"{image.stem}-edit-{result.seeds[0]}.{fmt}")
         _report(result, _write_outputs(result, out, fmt, quality), as_json)
@@ -276,9 +333,12 @@ def generate(
     quality: Quality = 95,
     style: Style = None,
     weights: Weights = None,
+    text_encoders: TextEncoders = None,
+    tokenizers: Tokenizers = None,
+    weights_dtype: WeightsDtypeOption = None,
     device: Device = None,
     dtype: Dtype = None,
-    offload: Offload = False,
+    offload: Offload = OffloadMode.none,
     threads: Threads = None,
     as_json: AsJson = False,
 ) -> None:
@@ -288,7 +348,8 @@ def generate(
     with _errors():
         settings = Settings(seed, steps, guidance, aspect_ratio, width, height, num_images, style)
         fmt = _check_outputs(output, fmt, num_images)
-        kontext = _load(weights, device, dtype, offload, threads)
+        kontext = Load(weights, device, dtype, offload, threads, text_encoders, tokenizers,
+                       weights_dtype)()
         result = _run(kontext, prompt, [], settings, "generating", as_json)
         out = output or Path(f"generated-{result.seeds[0]}.{fmt}")
         _report(result, _write_outputs(result, out, fmt, quality), as_json)
@@ -296,13 +357,23 @@ def generate(
 
 @app.command()
 def info(
-    weights: Weights = None, device: Device = None, dtype: Dtype = None, as_json: AsJson = False
+    weights: Weights = None,
+    text_encoders: TextEncoders = None,
+    tokenizers: Tokenizers = None,
+    weights_dtype: WeightsDtypeOption = None,
+    device: Device = None,
+    dtype: Dtype = None,
+    as_json: AsJson = False,
 ) -> None:
-    """Show the model, weights, device, dtype and memory in use."""
+    """Show the model, weights, device, dtype and memory in use; for FLUX.1 Kontext [dev]
+    weights, each part found (where, dtype, size) without loading them."""
     import resource
 
     with _errors():
-        kontext = _load(weights, device, dtype)
+        if weights is not None and _real_weights(weights):
+            _parts_info(weights, text_encoders, tokenizers, weights_dtype, as_json)
+            return
+        kontext = Load(weights, device, dtype, weights_dtype=weights_dtype)()
         doc = kontext.info()
         doc["weights"] = weights or "embedded"
         doc["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -311,6 +382,28 @@ def info(
         else:
             for key, value in doc.items():
                 typer.echo(f"{key:24} {value}")
+
+
+def _real_weights(weights: str) -> bool:
+    from openkontext.weights import is_mini_export
+
+    return not (weights == "random" or weights.startswith("random:") or is_mini_export(weights))
+
+
+def _parts_info(weights, text_encoders, tokenizers, weights_dtype, as_json: bool) -> None:
+    from openkontext.weights.parts import describe, find_parts
+
+    parts = find_parts(weights, text_encoders, tokenizers, fp8=weights_dtype == "fp8")
+    rows = describe(parts)
+    if as_json:
+        typer.echo(json.dumps({"weights": str(weights), "parts": rows}))
+        return
+    for row in rows:
+        size = f"{row['bytes'] / 1e9:8.2f} GB" if "bytes" in row else " " * 11
+        kind = row.get("dtype", "")
+        typer.echo(f"{row['part']:15} {kind:24} {size}  {row['path']}")
+    total = sum(row.get("bytes", 0) for row in rows)
+    typer.echo(f"{'total':15} {'':24} {total / 1e9:8.2f} GB")
 
 
 @app.command()
@@ -341,7 +434,7 @@ def chat(
         for folder in (output_dir, save):
             if folder is not None:
                 check_output_folder(folder)
-        kontext = _load(weights, device, dtype, threads=threads)
+        kontext = Load(weights, device, dtype, threads=threads)()
         session = kontext.session(image, seed=seed, steps=steps)
         run_chat(session, sys.stdin, err, output_dir, save, _progress)
 
@@ -359,7 +452,7 @@ def demo(
 
     with _errors():
         check_output_folder(out)
-        run_demo(_load(weights, None, None, threads=threads), out, seed, err, _progress)
+        run_demo(Load(weights, threads=threads)(), out, seed, err, _progress)
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from PIL import Image
 from openkontext import flow, imaging
 from openkontext import threads as cpu_threads
 from openkontext.model import LoadedModel
+from openkontext.model.offload import OFFLOAD_MODES
 from openkontext.preserve import paste_back
 from openkontext.resolution import resolve_size
 from openkontext.sampling import round_trip, run_tensors
@@ -179,6 +180,29 @@ def choose_device(device: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def check_offload(offload: str | bool) -> str:
+    """"none", "model" or "blocks" (True/False: the older on/off switch for "model")."""
+    if isinstance(offload, bool):
+        return "model" if offload else "none"
+    if offload not in OFFLOAD_MODES:
+        raise ValueError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
+    return offload
+
+
+def choose_storage(
+    device: torch.device, dtype: str | torch.dtype | None, weights_dtype: str | None
+) -> tuple[torch.dtype, bool]:
+    """-> (compute dtype, fp8 storage). `weights_dtype` fp8 keeps the compute dtype; any other
+    value is the compute dtype too, so it must agree with `dtype` when both are given."""
+    if weights_dtype is None or weights_dtype == "fp8":
+        return choose_dtype(device, dtype), weights_dtype == "fp8"
+    stored = choose_dtype(device, weights_dtype)
+    if dtype is not None and choose_dtype(device, dtype) != stored:
+        raise ValueError(f"weights dtype {weights_dtype} differs from dtype {dtype}; weights "
+                         "are stored in the compute dtype unless they are fp8")
+    return stored, False
+
+
 def choose_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
     """bfloat16 on accelerators, float32 on the CPU, unless given."""
     if isinstance(dtype, torch.dtype):
@@ -218,25 +242,34 @@ class Kontext:
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
         text_encoders: str | Path | None = None,
-        offload: bool = False,
+        offload: str | bool = "none",
         threads: int | None = None,
+        *,
+        tokenizers: str | Path | None = None,
+        weights_dtype: str | None = None,
         **kwargs,
     ) -> Kontext:
         """The embedded mini model (weights=None), a mini export folder, or real FLUX.1 Kontext
-        weights (BFL file/folder or diffusers folder; `text_encoders` points at a folder with
-        text_encoder/ and text_encoder_2/ when the weights do not include them). `offload`
-        keeps the weights in CPU memory and moves one part at a time to the device.
+        [dev] weights: a BFL file or folder, a diffusers folder, a Hugging Face snapshot folder,
+        or `kontext-dev` for the snapshot in the Hugging Face cache (`openkontext.weights.parts`).
+        `text_encoders` and `tokenizers` name folders with T5/CLIP (diffusers folders or
+        ComfyUI single files) and their tokenizers when the weights lack them.
+
+        `weights_dtype` "fp8" stores the transformer's blocks and T5's linears in fp8 (half of
+        bf16's memory); other values must agree with `dtype`, the compute dtype. `offload`:
+        "none", "model" (weights on the CPU, one part at a time on the device) or "blocks"
+        (the transformer's blocks streamed to the device a group at a time).
 
         Sets torch's CPU thread count on the calling thread: `threads`, else OMP_NUM_THREADS,
         else by the model's size (`openkontext.threads`: one thread for the mini models)."""
         cpu_threads.check(threads)  # before any weights load
+        offload = check_offload(offload)
         dev = choose_device(device)
-        dtype = choose_dtype(dev, dtype)
-        if not offload:
-            model = load_model(weights, dev, dtype, text_encoders)
-        else:  # CPU offload: load onto the CPU; each part visits `dev` only while it runs.
-            model = load_model(weights, "cpu", dtype, text_encoders)
-            model = dataclasses.replace(model, device=dev, offload=True)
+        dtype, fp8 = choose_storage(dev, dtype, weights_dtype)
+        home = dev if offload == "none" else torch.device("cpu")
+        model = load_model(weights, home, dtype, text_encoders, tokenizers=tokenizers, fp8=fp8)
+        if offload != "none":  # each part (or block group) visits `dev` only while it runs
+            model = dataclasses.replace(model, device=dev, offload=offload)
         cpu_threads.apply(threads, model)
         return cls(model, **kwargs)
 
@@ -406,13 +439,17 @@ class Kontext:
 
     def info(self) -> dict:
         m = self.model
-        count = sum(p.numel() for p in m.flux.parameters())
+        count = sum(t.numel() for t in (*m.flux.parameters(), *m.flux.buffers()))
+        stored = {str(p.dtype).removeprefix("torch.") for p in m.flux.double_blocks.buffers()}
         return {
             "model": m.preset.name,
             "device": str(m.device),
             "dtype": str(m.dtype).removeprefix("torch."),
             "threads": torch.get_num_threads(),
             "transformer_parameters": count,
+            "weights_dtype": "fp8" if "float8_e4m3fn" in stored else str(m.dtype).removeprefix(
+                "torch."),
+            "offload": m.offload,
             "native_size": m.preset.native_size,
             "default_steps": m.preset.default_steps,
             "default_guidance": m.preset.default_guidance,

@@ -67,8 +67,10 @@ def create_app(
     s = settings or load_settings()
     if kontext_factory is None:
         def kontext_factory() -> Kontext:
-            return Kontext.load(s.weights, device=s.device, threads=s.threads,
-                                limits=s.image_limits)
+            return Kontext.load(s.weights, device=s.device, dtype=s.dtype,
+                                text_encoders=s.text_encoders, offload=s.offload,
+                                threads=s.threads, tokenizers=s.tokenizers,
+                                weights_dtype=s.weights_dtype, limits=s.image_limits)
 
     # Before any file is made: a classifier that is configured but cannot load stops start-up.
     if image_classifier is None:

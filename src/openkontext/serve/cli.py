@@ -19,8 +19,19 @@ def serve_command(
         Path | None, typer.Option("--data-dir", help="jobs database and results")
     ] = None,
     weights: Annotated[
-        str | None, typer.Option(help="FLUX weights; default: the embedded mini model")
+        str | None, typer.Option(help="FLUX weights (as for `openkontext edit`); default: the "
+                                 "embedded mini model")
     ] = None,
+    text_encoders: Annotated[
+        str | None, typer.Option(help="T5/CLIP folder (as for `openkontext edit`)")
+    ] = None,
+    tokenizers: Annotated[
+        str | None, typer.Option(help="tokenizer folder (as for `openkontext edit`)")
+    ] = None,
+    weights_dtype: Annotated[
+        str | None, typer.Option("--weights-dtype", help="fp8, bf16, fp16 or fp32")
+    ] = None,
+    offload: Annotated[str | None, typer.Option(help="none, model or blocks")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML settings file")] = None,
     threads: Annotated[
         int | None, typer.Option(min=1, help="torch CPU threads of the worker (default: by "
@@ -44,7 +55,10 @@ def serve_command(
 
     try:
         settings = load_settings(config, host=host, port=port, data_dir=data_dir,
-                                 weights=weights, threads=threads)
+                                 weights=weights, threads=threads, text_encoders=text_encoders,
+                                 tokenizers=tokenizers, weights_dtype=weights_dtype,
+                                 offload=offload)
+        check_weights(settings)
     except (FileNotFoundError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
@@ -62,6 +76,19 @@ def serve_command(
         raise typer.Exit(2) from None
     typer.echo(f"image classifier: {app.state.image_classifier_summary}", err=True)
     uvicorn.run(app, host=settings.host, port=settings.port, proxy_headers=False, log_level="info")
+
+
+def check_weights(settings) -> None:
+    """Find every part of real weights before the server starts (seconds, no weights read), so
+    a missing one stops `serve` with its name and the setting that supplies it."""
+    from openkontext.weights import is_mini_export
+    from openkontext.weights.parts import find_parts
+
+    w = settings.weights
+    if w is None or str(w).partition(":")[0] == "random" or is_mini_export(w):
+        return
+    find_parts(w, settings.text_encoders, settings.tokenizers,
+               fp8=settings.weights_dtype == "fp8")
 
 
 def register(app: typer.Typer) -> None:

@@ -18,6 +18,7 @@ import os
 import secrets
 from contextvars import ContextVar
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -59,8 +60,13 @@ class ServeSettings(BaseSettings):
     public_url: str | None = None  # e.g. https://edit.example.com; else from the request
     trust_forwarded_headers: bool = True  # X-Forwarded-Proto/Host shape absolute URLs
     # The model.
-    weights: str | None = None  # default: the embedded mini model
+    weights: str | None = None  # default: the embedded mini model; or kontext-dev, a path
+    text_encoders: str | None = None  # T5/CLIP folder when the weights lack them
+    tokenizers: str | None = None  # tokenizer/ + tokenizer_2/ folder when the weights lack them
     device: str | None = None  # default: the best available
+    dtype: Literal["fp32", "bf16", "fp16"] | None = None  # default: bf16 on GPUs, fp32 on CPU
+    weights_dtype: Literal["fp8", "bf16", "fp16", "fp32"] | None = None  # fp8: half of bf16
+    offload: Literal["none", "model", "blocks"] = "none"  # see `openkontext edit --help`
     # torch CPU threads for the worker; default: OMP_NUM_THREADS, else by model size (one for
     # the mini models; see openkontext.threads)
     threads: int | None = Field(default=None, ge=1)

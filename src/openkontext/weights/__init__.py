@@ -2,7 +2,11 @@
 
 - `keys`: key names and params of the BFL and diffusers layouts, conversion between them;
 - `files`: finding, reading (meta device, one copy) and writing those checkpoints;
-- `mini`: the project's own export of the embedded `mini` model.
+- `mini`: the project's own export of the embedded `mini` model;
+- `parts`: finding the six parts of FLUX.1 Kontext [dev] in the layouts users download;
+- `text_encoders`: T5-XXL and CLIP-L from folders or single files, fp8 included;
+- `kontext_dev`: loading those parts; `convert`: rewriting a transformer as bf16 or fp8;
+- `safetensors_io`: reading and writing a tensor at a time, nothing mapped.
 
 `load_model` turns what a user names (`--weights`) into a `model.LoadedModel`.
 """
@@ -14,10 +18,11 @@ from pathlib import Path
 
 import torch
 
-from openkontext.model import HFTextEncoders, LoadedModel, get_preset
+from openkontext.model import LoadedModel
+from openkontext.model.fp8 import quantize_linears_
 from openkontext.weights.files import (
+    FP8_PARTS,
     CheckpointFiles,
-    _subfolders,
     find_checkpoint,
     load_autoencoder,
     load_transformer,
@@ -78,6 +83,9 @@ def load_model(
     device="cpu",
     dtype: torch.dtype = torch.float32,
     text_encoders: str | Path | None = None,
+    *,
+    tokenizers: str | Path | None = None,
+    fp8: bool = False,
 ) -> LoadedModel:
     """A `LoadedModel` from what a user names:
 
@@ -85,9 +93,11 @@ def load_model(
     - a mini export folder (`mini.json` + `mini.safetensors`);
     - "random" or "random:PRESET": a mini preset with random weights (pictures are noise;
       for trying the machinery and for tests);
-    - FLUX.1 Kontext [dev] weights (BFL file or folder, diffusers root folder): the
-      `kontext-dev` preset with the checkpoint's sizes, and T5/CLIP from the diffusers folder or
-      from `text_encoders` (a folder with text_encoder/, text_encoder_2/ and their tokenizers).
+    - FLUX.1 Kontext [dev] weights in any layout `parts.find_parts` knows (a Hugging Face
+      snapshot folder or `kontext-dev` from the cache, BFL files, diffusers folders), T5/CLIP
+      and tokenizers from `text_encoders` / `tokenizers` when the weights lack them.
+
+    `fp8`: the transformer's blocks (and T5's linears) stored in fp8, computed in `dtype`.
     """
     device = torch.device(device)
     if weights is None:
@@ -96,44 +106,18 @@ def load_model(
                 f"no embedded mini weights in this installation ({EMBEDDED_DIR}); "
                 "train them with `openkontext train mini` or pass --weights"
             )
-        return load_mini(EMBEDDED_DIR, device, dtype)
-    name = str(weights)
-    if name == "random" or name.startswith("random:"):
-        model = LoadedModel.random(name.partition(":")[2] or "mini")
+        model = load_mini(EMBEDDED_DIR, device, dtype)
+    elif str(weights) == "random" or str(weights).startswith("random:"):
+        model = LoadedModel.random(str(weights).partition(":")[2] or "mini")
         for module in (model.flux, model.ae, model.text):
             module.to(device=device, dtype=dtype)
-        return replace(model, device=device, dtype=dtype)
-    if is_mini_export(weights):
-        return load_mini(weights, device, dtype)
-    # 1. Find every piece before reading any weights.
-    files = find_checkpoint(weights)
-    if files.transformer is None or files.ae is None:
-        missing = "transformer" if files.transformer is None else "autoencoder"
-        raise WeightsError(f"{weights}: no {missing} found")
-    text = (
-        _subfolders(Path(text_encoders))
-        if text_encoders
-        else {
-            n: getattr(files, n)
-            for n in ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
-        }
-    )
-    if text["text_encoder"] is None or text["text_encoder_2"] is None:
-        where = text_encoders or weights
-        raise WeightsError(
-            f"{where}: no text_encoder/ (CLIP-L) and text_encoder_2/ (T5-XXL) "
-            "folders; point text_encoders at a folder that has them"
-        )
-    # 2. Load.
-    flux = load_transformer(files.transformer, dtype, device)
-    ae = load_autoencoder(files.ae, dtype, device)
-    encoders = HFTextEncoders(
-        text["text_encoder_2"],
-        text["text_encoder"],
-        text["tokenizer_2"],
-        text["tokenizer"],
-        dtype=dtype,
-        device=device,
-    )
-    preset = replace(get_preset("kontext-dev"), flux=flux.params, ae=ae.params)
-    return LoadedModel(preset, flux, ae, encoders, device, dtype)
+        model = replace(model, device=device, dtype=dtype)
+    elif is_mini_export(weights):
+        model = load_mini(weights, device, dtype)
+    else:
+        from openkontext.weights.kontext_dev import load_kontext_dev
+
+        return load_kontext_dev(weights, device, dtype, text_encoders, tokenizers, fp8)
+    if fp8:  # the mini models load whole, then store their blocks in fp8
+        quantize_linears_(model.flux, keep=lambda name: not name.startswith(FP8_PARTS))
+    return model
