@@ -1,6 +1,6 @@
-"""The server on FLUX.1 Kontext [dev]-layout weights (tiny, random): settings name the BFL files,
-ComfyUI text encoders and tokenizers; an edit goes through the HTTP API end to end; `serve`
-with a part missing stops before listening, exit 2, naming the part."""
+"""The server on FLUX.1 Kontext [dev] weights (tiny, random) in each layout users hold: an edit
+goes through the HTTP API end to end; `serve` with a part missing stops before listening, exit
+2, naming the part."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 
 import httpx
 import numpy as np
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -17,22 +18,35 @@ from openkontext.cli import app as cli_app
 from openkontext.serve.app import create_app
 from openkontext.serve.settings import ServeSettings
 from openkontext.weights import save_model
-from tiny_text import write_comfy_text_encoders, write_tokenizers
+from test_weights_layouts import hub_snapshot
+from tiny_text import write_comfy_text_encoders, write_tiny_text_encoders, write_tokenizers
 
 from .conftest import png_b64, start_server
 
 
-def test_an_edit_over_http_on_bfl_files_with_comfyui_text_encoders(tmp_path, flux_model,
-                                                                   ae_model):
-    weights, comfy, tokens = tmp_path / "bfl", tmp_path / "comfy", tmp_path / "tokenizers"
+def layout(name: str, tmp_path, hub_cache, flux_model, ae_model) -> dict:
+    """Settings naming tiny random weights in one of the layouts users hold."""
+    clip, t5 = TINY_FLUX.vec_in_dim, TINY_FLUX.context_in_dim
+    if name == "hub snapshot":
+        hub_snapshot(hub_cache, flux_model, ae_model)
+        return {"weights": "kontext-dev"}
+    weights = tmp_path / "bfl"
     save_model(flux_model, weights / "flux1-kontext-dev.safetensors")
     save_model(ae_model, weights / "ae.safetensors")
-    write_comfy_text_encoders(comfy, TINY_FLUX.vec_in_dim, TINY_FLUX.context_in_dim,
-                              t5_form="fp8_scaled")
-    write_tokenizers(tokens)
-    settings = ServeSettings(weights=str(weights), text_encoders=str(comfy),
-                             tokenizers=str(tokens), weights_dtype="fp8", threads=1,
-                             data_dir=tmp_path / "data", image_classifier="none")
+    if name == "bfl + diffusers text encoders":
+        write_tiny_text_encoders(tmp_path / "encoders", clip, t5)
+        return {"weights": str(weights), "text_encoders": str(tmp_path / "encoders")}
+    write_comfy_text_encoders(tmp_path / "comfy", clip, t5, t5_form="fp8_scaled")
+    write_tokenizers(tmp_path / "tokenizers")
+    return {"weights": str(weights), "text_encoders": str(tmp_path / "comfy"),
+            "tokenizers": str(tmp_path / "tokenizers"), "weights_dtype": "fp8"}
+
+
+@pytest.mark.parametrize("name", ["hub snapshot", "bfl + diffusers text encoders",
+                                  "bfl + comfyui fp8 text encoders"])
+def test_an_edit_over_http_in_each_layout(name, tmp_path, empty_hub_cache, flux_model, ae_model):
+    settings = ServeSettings(**layout(name, tmp_path, empty_hub_cache, flux_model, ae_model),
+                             threads=1, data_dir=tmp_path / "data", image_classifier="none")
     server, thread, url = start_server(create_app(settings))
     try:
         with httpx.Client(base_url=url, timeout=30, trust_env=False) as client:

@@ -59,7 +59,9 @@ def _entry(name: str, info: dict, data_size: int) -> Entry:
     except (KeyError, TypeError, ValueError):
         raise SafetensorsError(f"tensor {name!r}: bad header entry {info!r}") from None
     itemsize = torch.empty(0, dtype=dtype).element_size()
-    if min(shape, default=0) < 0 or not 0 <= start <= end <= data_size:
+    if min(shape, default=0) < 0:
+        raise SafetensorsError(f"tensor {name!r}: negative size in shape {list(shape)}")
+    if not 0 <= start <= end <= data_size:
         raise SafetensorsError(f"tensor {name!r}: bytes {start}..{end} outside the data")
     if end - start != math.prod(shape) * itemsize:
         raise SafetensorsError(f"tensor {name!r}: {end - start} bytes for shape {list(shape)}")
@@ -85,6 +87,8 @@ class SafetensorsFile:
             if not isinstance(header, dict):
                 raise SafetensorsError("the header is not a JSON object")
             self.metadata: dict[str, str] = header.pop("__metadata__", None) or {}
+            if not isinstance(self.metadata, dict):
+                raise SafetensorsError("__metadata__ is not a JSON object")
             self._base = 8 + n
             self._entries = {k: _entry(k, v, size - self._base) for k, v in header.items()}
         except BaseException:
@@ -150,14 +154,18 @@ def write(
         offset += size
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as f:
-        f.write(len(text).to_bytes(8, "little") + text)
-        for name, dtype, shape in order:
-            t = tensor(name)
-            if t.dtype != dtype or tuple(t.shape) != shape:
-                raise ValueError(f"{name}: got {t.dtype} {list(t.shape)}, "
-                                 f"declared {dtype} {list(shape)}")
-            f.write(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
-    partial.replace(path)
+    try:
+        with open(partial, "wb") as f:
+            f.write(len(text).to_bytes(8, "little") + text)
+            for name, dtype, shape in order:
+                t = tensor(name)
+                if t.dtype != dtype or tuple(t.shape) != shape:
+                    raise ValueError(f"{name}: got {t.dtype} {list(t.shape)}, "
+                                     f"declared {dtype} {list(shape)}")
+                f.write(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)  # gone already when the file was completed
     return path
