@@ -232,3 +232,28 @@ def test_fp8_storage_on_the_embedded_model_edits_like_fp32():
         a, b = (np.asarray(k.edit(scene, "make the circle blue", seed=i).images[0]).astype(float)
                 for k in (wide, fp8))
         assert psnr(a, b) > 35
+
+
+def test_a_load_that_cannot_fit_is_refused_before_reading(tmp_path, bfl, picture, monkeypatch):
+    import openkontext.weights.kontext_dev as kontext_dev
+
+    encoders = tmp_path / "encoders"
+    write_tiny_text_encoders(encoders, CLIP, T5)
+    parts = find_parts(bfl, encoders)
+    fp32 = kontext_dev.weights_bytes(parts, torch.float32, fp8=False)
+    transformer = sum(t.numel() for t in load_transformer(bfl).state_dict().values())
+    assert fp32 > 4 * transformer  # the transformer and the rest, four bytes each
+    bf16 = kontext_dev.weights_bytes(parts, torch.bfloat16, fp8=False)
+    assert bf16 == fp32 / 2  # fp8 saves one of two bytes on (nearly) every transformer weight
+    assert bf16 - kontext_dev.weights_bytes(parts, torch.bfloat16, fp8=True) > 0.9 * transformer
+
+    monkeypatch.setattr(kontext_dev, "available_bytes", lambda device: fp32 * 0.9)
+    r = runner.invoke(app, ["edit", str(picture), "x", "-o", str(tmp_path / "o.png"),
+                            "--weights", str(bfl), "--text-encoders", str(encoders)])
+    assert r.exit_code == 2
+    message = " ".join(r.output.split())
+    assert "the weights need" in message and "--dtype bf16" in message, message
+    assert "--weights-dtype fp8" in message and not (tmp_path / "o.png").exists()
+    # In bf16 they fit the same budget.
+    edit(picture, tmp_path / "bf16.png", "--weights", str(bfl), "--text-encoders",
+         str(encoders), "--dtype", "bf16")
