@@ -13,7 +13,6 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +21,22 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from openkontext.cli_model import (
+    Device,
+    Dtype,
+    Load,
+    Loras,
+    Offload,
+    OffloadMode,
+    TextEncoders,
+    Threads,
+    Tokenizers,
+    Weights,
+    WeightsDtypeOption,
+    parts_info,
+    read_loras,
+    real_weights,
+)
 from openkontext.cli_ui import register as register_ui
 from openkontext.cli_weights import register as register_weights
 from openkontext.eval.cli import register as register_eval
@@ -55,57 +70,6 @@ register_eval(app)
 err = Console(stderr=True)
 
 # Options shared by edit, generate and chat.
-Weights = Annotated[
-    str | None,
-    typer.Option(
-        help="FLUX.1 Kontext weights: BFL file or folder, diffusers or Hugging Face snapshot "
-        "folder, kontext-dev (the snapshot in the Hugging Face cache), or a mini export; "
-        "default: the embedded mini model"
-    ),
-]
-TextEncoders = Annotated[
-    str | None,
-    typer.Option(help="folder with T5-XXL and CLIP-L: text_encoder_2/ + text_encoder/, or "
-                 "t5xxl_fp16.safetensors / t5xxl_fp8_e4m3fn[_scaled].safetensors + "
-                 "clip_l.safetensors (default: beside the weights, then the HF cache)"),
-]
-Tokenizers = Annotated[
-    str | None,
-    typer.Option(help="folder with tokenizer/ (CLIP) and tokenizer_2/ (T5) (default: beside "
-                 "the weights or text encoders, then the HF cache)"),
-]
-
-
-class WeightsDtype(enum.StrEnum):
-    fp8 = "fp8"
-    bf16 = "bf16"
-    fp16 = "fp16"
-    fp32 = "fp32"
-
-
-class OffloadMode(enum.StrEnum):
-    none = "none"
-    model = "model"
-    blocks = "blocks"
-
-
-WeightsDtypeOption = Annotated[
-    WeightsDtype | None,
-    typer.Option("--weights-dtype", help="weight storage: fp8 halves bf16's memory "
-                 "(transformer blocks and T5); others equal --dtype"),
-]
-Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1, mps (default: best)")]
-Dtype = Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (default: fp32 on CPU)")]
-Offload = Annotated[
-    OffloadMode,
-    typer.Option(help="model: weights on the CPU, one part at a time on the GPU; blocks: the "
-                 "transformer's blocks streamed to the GPU a group at a time"),
-]
-Threads = Annotated[
-    int | None,
-    typer.Option(min=1, help="torch CPU threads (default: OMP_NUM_THREADS, else 1 for the mini "
-                 "models and every physical core for larger ones)"),
-]
 Seed = Annotated[int | None, typer.Option(help="same seed + inputs + settings = same bytes")]
 Steps = Annotated[int | None, typer.Option(help="denoising steps 1..50 (default: model's)")]
 Guidance = Annotated[
@@ -202,30 +166,6 @@ def _progress(label: str, quiet: bool = False) -> Iterator[Callable[[int, int], 
         yield lambda i, n: bar.update(task, completed=i, total=n)
 
 
-@dataclass
-class Load:
-    """Where the model comes from and how it is held: the options edit, generate, info, chat
-    and demo share."""
-
-    weights: str | None = None
-    device: str | None = None
-    dtype: str | None = None
-    offload: str = "none"
-    threads: int | None = None
-    text_encoders: str | None = None
-    tokenizers: str | None = None
-    weights_dtype: str | None = None
-
-    def __call__(self):
-        from openkontext.pipeline import Kontext
-
-        with err.status("loading model"):
-            return Kontext.load(self.weights, device=self.device, dtype=self.dtype,
-                                text_encoders=self.text_encoders, offload=str(self.offload),
-                                threads=self.threads, tokenizers=self.tokenizers,
-                                weights_dtype=self.weights_dtype and str(self.weights_dtype))
-
-
 def _check_outputs(output: Path | None, fmt: ImageFormat | None, count: int) -> str:
     """Check -o and --format before the model loads; the format to write. Without -o the
     files are named after the seed, known only later, in the working directory."""
@@ -292,6 +232,7 @@ def edit(
     quality: Quality = 95,
     style: Style = None,
     preserve: Preserve = True,
+    lora: Loras = None,
     weights: Weights = None,
     text_encoders: TextEncoders = None,
     tokenizers: Tokenizers = None,
@@ -307,7 +248,8 @@ def edit(
 
     with _errors():
         settings = Settings(
-            seed, steps, guidance, aspect_ratio, width, height, num_images, style, preserve
+            seed, steps, guidance, aspect_ratio, width, height, num_images, style, preserve,
+            loras=read_loras(lora),
         )
         images = [check_input_file(p) for p in [image, *(reference or [])]]
         fmt = _check_outputs(output, fmt, num_images)
@@ -332,6 +274,7 @@ def generate(
     fmt: Format = None,
     quality: Quality = 95,
     style: Style = None,
+    lora: Loras = None,
     weights: Weights = None,
     text_encoders: TextEncoders = None,
     tokenizers: Tokenizers = None,
@@ -346,7 +289,8 @@ def generate(
     from openkontext.pipeline import Settings
 
     with _errors():
-        settings = Settings(seed, steps, guidance, aspect_ratio, width, height, num_images, style)
+        settings = Settings(seed, steps, guidance, aspect_ratio, width, height, num_images, style,
+                            loras=read_loras(lora))
         fmt = _check_outputs(output, fmt, num_images)
         kontext = Load(weights, device, dtype, offload, threads, text_encoders, tokenizers,
                        weights_dtype)()
@@ -370,8 +314,8 @@ def info(
     import resource
 
     with _errors():
-        if weights is not None and _real_weights(weights):
-            _parts_info(weights, text_encoders, tokenizers, weights_dtype, as_json)
+        if weights is not None and real_weights(weights):
+            parts_info(weights, text_encoders, tokenizers, weights_dtype, as_json)
             return
         kontext = Load(weights, device, dtype, weights_dtype=weights_dtype)()
         doc = kontext.info()
@@ -384,28 +328,6 @@ def info(
                 typer.echo(f"{key:24} {value}")
 
 
-def _real_weights(weights: str) -> bool:
-    from openkontext.weights import is_mini_export
-
-    return not (weights == "random" or weights.startswith("random:") or is_mini_export(weights))
-
-
-def _parts_info(weights, text_encoders, tokenizers, weights_dtype, as_json: bool) -> None:
-    from openkontext.weights.parts import describe, find_parts
-
-    parts = find_parts(weights, text_encoders, tokenizers, fp8=weights_dtype == "fp8")
-    rows = describe(parts)
-    if as_json:
-        typer.echo(json.dumps({"weights": str(weights), "parts": rows}))
-        return
-    for row in rows:
-        size = f"{row['bytes'] / 1e9:8.2f} GB" if "bytes" in row else " " * 11
-        kind = row.get("dtype", "")
-        typer.echo(f"{row['part']:15} {kind:24} {size}  {row['path']}")
-    total = sum(row.get("bytes", 0) for row in rows)
-    typer.echo(f"{'total':15} {'':24} {total / 1e9:8.2f} GB")
-
-
 @app.command()
 def chat(
     image: Annotated[
@@ -413,6 +335,7 @@ def chat(
     ] = None,
     seed: Seed = None,
     steps: Steps = None,
+    lora: Loras = None,
     weights: Weights = None,
     device: Device = None,
     dtype: Dtype = None,
@@ -434,8 +357,9 @@ def chat(
         for folder in (output_dir, save):
             if folder is not None:
                 check_output_folder(folder)
+        loras = read_loras(lora)
         kontext = Load(weights, device, dtype, threads=threads)()
-        session = kontext.session(image, seed=seed, steps=steps)
+        session = kontext.session(image, seed=seed, steps=steps, loras=loras)
         run_chat(session, sys.stdin, err, output_dir, save, _progress)
 
 

@@ -21,8 +21,11 @@ from PIL import Image
 
 from openkontext import flow, imaging
 from openkontext import threads as cpu_threads
+from openkontext.devices import check_offload, choose_device, choose_storage
+from openkontext.loras import MAX_LORAS, LoraLibrary, check_strength
 from openkontext.model import LoadedModel
-from openkontext.model.offload import OFFLOAD_MODES
+from openkontext.model.lora import applied as lora_adapters
+from openkontext.model.lora import check_fits
 from openkontext.preserve import paste_back
 from openkontext.resolution import resolve_size
 from openkontext.sampling import round_trip, run_tensors
@@ -74,6 +77,8 @@ class Settings:
     num_images: int = 1
     style_preset: str | None = None
     preserve: bool = True  # paste back pixels the edit did not change
+    # LoRAs for this request: (path, or a name in the server's LoRA folder; strength).
+    loras: Sequence[tuple[str, float]] = ()
 
 
 @dataclass
@@ -125,12 +130,13 @@ class Plan:
     ref_images: list[Image.Image]  # the inputs, each resized to its preferred size
     preserve: bool
     notice: str | None = None  # passed on to the result (see Result.notice)
+    loras: tuple[tuple[str, float], ...] = ()  # (name or path, strength), checked
 
     @property
     def batch_key(self) -> tuple:
-        """Plans with equal keys can share one batch through the model."""
+        """Plans with equal keys can share one batch through the model (LoRAs included)."""
         refs = tuple(img.size for img in self.ref_images)
-        return (self.steps, self.guidance, self.width, self.height, refs)
+        return (self.steps, self.guidance, self.width, self.height, refs, self.loras)
 
     @property
     def megapixel_steps(self) -> float:
@@ -146,82 +152,6 @@ def megapixel_steps(steps: int, images: int, output: tuple[int, int],
     return steps * images * pixels / 1e6
 
 
-def choose_device(device: str | None = None) -> torch.device:
-    """cuda > mps > cpu unless given. A given device must be cpu, cuda[:N] or mps and exist on
-    this machine, else ValueError saying why (checked before any weights load)."""
-    if device:
-        try:
-            dev = torch.device(device)
-        except RuntimeError:
-            raise ValueError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
-        if dev.type == "cuda":
-            if not torch.cuda.is_available():
-                why = (f"torch {torch.__version__} is built without CUDA"
-                       if torch.version.cuda is None else "no CUDA GPU found")
-                raise ValueError(f"CUDA is not available on this machine ({why}); "
-                                 "use --device cpu")
-            count = torch.cuda.device_count()
-            if dev.index is not None and dev.index >= count:
-                raise ValueError(f"there is no {dev}: this machine has {count} CUDA GPU(s), "
-                                 f"cuda:0 to cuda:{count - 1}")
-        elif dev.type == "mps":
-            if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-                why = (f"torch {torch.__version__} is built without MPS"
-                       if not torch.backends.mps.is_built() else "it needs Apple silicon")
-                raise ValueError(f"MPS is not available on this machine ({why}); "
-                                 "use --device cpu")
-        elif dev.type != "cpu":
-            raise ValueError(f"device {device!r} is not supported; use cpu, cuda, cuda:N or mps")
-        return dev
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def check_offload(offload: str | bool) -> str:
-    """"none", "model" or "blocks" (True/False: the older on/off switch for "model")."""
-    if isinstance(offload, bool):
-        return "model" if offload else "none"
-    if offload not in OFFLOAD_MODES:
-        raise ValueError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
-    return offload
-
-
-def choose_storage(
-    device: torch.device, dtype: str | torch.dtype | None, weights_dtype: str | None
-) -> tuple[torch.dtype, bool]:
-    """-> (compute dtype, fp8 storage). `weights_dtype` fp8 keeps the compute dtype; any other
-    value is the compute dtype too, so it must agree with `dtype` when both are given."""
-    if weights_dtype is None or weights_dtype == "fp8":
-        return choose_dtype(device, dtype), weights_dtype == "fp8"
-    stored = choose_dtype(device, weights_dtype)
-    if dtype is not None and choose_dtype(device, dtype) != stored:
-        raise ValueError(f"weights dtype {weights_dtype} differs from dtype {dtype}; weights "
-                         "are stored in the compute dtype unless they are fp8")
-    return stored, False
-
-
-def choose_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
-    """bfloat16 on accelerators, float32 on the CPU, unless given."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype:
-        names = {
-            "fp32": torch.float32,
-            "float32": torch.float32,
-            "bf16": torch.bfloat16,
-            "bfloat16": torch.bfloat16,
-            "fp16": torch.float16,
-            "float16": torch.float16,
-        }
-        if dtype not in names:
-            raise ValueError(f"dtype must be one of {sorted(names)}, got {dtype!r}")
-        return names[dtype]
-    return torch.float32 if device.type == "cpu" else torch.bfloat16
-
-
 class Kontext:
     """Edit and generate images. `Kontext.load()` gives the embedded mini model."""
 
@@ -230,10 +160,12 @@ class Kontext:
         model: LoadedModel,
         style_presets: dict[str, str] | None = None,
         limits: imaging.ImageLimits = imaging.DEFAULT_LIMITS,
+        loras: LoraLibrary | None = None,
     ):
         self.model = model
         self.style_presets = STYLE_PRESETS if style_presets is None else style_presets
         self.limits = limits
+        self.loras = LoraLibrary() if loras is None else loras  # default: any path
 
     @classmethod
     def load(
@@ -348,13 +280,24 @@ class Kontext:
             settings.height,
             max_side=preset.max_side,
         )
+        loras = self._check_loras(settings.loras)
         ref_sizes = [resolve_size(preset, img.size) for img in pil]
         ref_images = [imaging.resize_image(img, s) for img, s in zip(pil, ref_sizes, strict=True)]
         notice = None
         if preset.shapes_world_only and not all(looks_like_shapes_world(img) for img in pil):
             notice = SHAPES_WORLD_NOTICE
         return Plan(prompt, seeds, width, height, steps, guidance, ref_images, settings.preserve,
-                    notice)
+                    notice, loras)
+
+    def _check_loras(self, requested: Sequence[tuple[str, float]]) -> tuple[tuple[str, float], ...]:
+        """Each LoRA read (once per file) and checked against this model."""
+        if len(requested) > MAX_LORAS:
+            raise ValueError(f"at most {MAX_LORAS} LoRAs a request, got {len(requested)}")
+        checked = []
+        for ref, strength in requested:
+            check_fits(self.model.flux, self.loras.get(ref))
+            checked.append((str(ref), check_strength(float(strength))))
+        return tuple(checked)
 
     def _run_plans(
         self,
@@ -385,18 +328,20 @@ class Kontext:
                 )
                 for k in range(len(first.ref_images))
             ] or None
-        out = run_tensors(
-            self.model,
-            prompts,
-            seeds,
-            first.height,
-            first.width,
-            first.steps,
-            first.guidance,
-            references,
-            on_step,
-            cancelled,
-        )
+        loras = [(self.loras.get(ref), strength) for ref, strength in first.loras]
+        with lora_adapters(self.model.flux, loras):
+            out = run_tensors(
+                self.model,
+                prompts,
+                seeds,
+                first.height,
+                first.width,
+                first.steps,
+                first.guidance,
+                references,
+                on_step,
+                cancelled,
+            )
         arrays = list(imaging.tensor_to_uint8(out))
         # 4. Per request: paste back unedited pixels when the output has the first input's size.
         results, row = [], 0
