@@ -7,11 +7,13 @@ it is unchanged on disk.
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
 from openkontext.model.lora import Lora
 
+log = logging.getLogger("openkontext.loras")
 MAX_LORAS = 4  # per request
 MAX_STRENGTH = 4.0  # |strength|; trainers' own scales are applied besides
 
@@ -77,10 +79,15 @@ class LoraLibrary:
             return hit[1]
 
     def describe(self) -> list[dict]:
-        """Name, rank, layers and size of every LoRA in the folder."""
+        """Name, rank, layers and size of every LoRA in the folder; a file that cannot be read
+        as one (corrupt, not a LoRA, removed meanwhile) is left out with a logged warning."""
         rows = []
         for name in self.names():
-            lora = self.get(name)
+            try:
+                lora, size = self.get(name), self.path(name).stat().st_size
+            except (ValueError, OSError) as e:
+                log.warning("LoRA %r in %s is left out: %s", name, self.folder, e)
+                continue
             rows.append({"name": name, "rank": lora.rank, "layers": len(lora.deltas),
-                         "bytes": (self.folder / f"{name}.safetensors").stat().st_size})
+                         "bytes": size})
         return rows

@@ -28,6 +28,9 @@ BAD_BODIES = [
     ({"prompt": "x", "input_image_2": "abcd"}, "input_image_2"),
     ({"prompt": "x", "webhook_url": "ftp://example.com/hook"}, "webhook_url"),
     ({"prompt": "x", "prompt_upsampling": True}, "prompt_upsampling"),
+    ({"prompt": "x", "loras": [{"name": "a", "scale": 5}]}, "scale"),
+    ({"prompt": "x", "loras": [{"name": "a"}] * 5}, "loras"),
+    ({"prompt": "x", "loras": [{"name": "a"}]}, "name"),  # this server has no LoRAs
 ]
 
 

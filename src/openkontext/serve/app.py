@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
 from openkontext import __version__
+from openkontext.loras import LoraLibrary
 from openkontext.pipeline import Kontext
 from openkontext.serve.apidocs import add_reference_pages
 from openkontext.serve.classifiers import load_image_classifier
@@ -34,7 +35,7 @@ from openkontext.serve.moderation import (
     TextPolicy,
     load_plugin,
 )
-from openkontext.serve.routers import jobs, results, sessions, system, usage
+from openkontext.serve.routers import jobs, loras, results, sessions, system, usage
 from openkontext.serve.sessions import SessionStore
 from openkontext.serve.settings import ServeSettings, load_settings
 from openkontext.serve.store import JobStore
@@ -71,6 +72,16 @@ def create_app(
                                 text_encoders=s.text_encoders, offload=s.offload,
                                 threads=s.threads, tokenizers=s.tokenizers,
                                 weights_dtype=s.weights_dtype, limits=s.image_limits)
+    # LoRAs by name from the operator's folder, never by path; a configured folder that is not
+    # there stops start-up. Whatever the factory, the model it makes uses this library.
+    if s.loras_dir is not None and not s.loras_dir.is_dir():
+        raise ValueError(f"loras_dir {s.loras_dir} is not a folder")
+    lora_library = LoraLibrary(s.loras_dir, allow_paths=False)
+
+    def load_kontext() -> Kontext:
+        kontext = kontext_factory()
+        kontext.loras = lora_library
+        return kontext
 
     # Before any file is made: a classifier that is configured but cannot load stops start-up.
     if image_classifier is None:
@@ -89,7 +100,7 @@ def create_app(
     metrics = Metrics()
     webhooks = Webhooks(s, store, lambda job: result_body(job, job.base_url, s))
     worker = Worker(
-        s, store, kontext_factory, metrics, on_finished=webhooks.submit,
+        s, store, load_kontext, metrics, on_finished=webhooks.submit,
         on_session_job=session_store.settle_job, image_classifier=image_classifier,
     )
     upsampler = prompt_upsampler or load_plugin(s.prompt_upsampler)
@@ -99,7 +110,7 @@ def create_app(
                                         timeout=s.upsampler_timeout_seconds)
     worker.prompt_upsampler = upsampler
     services = Services(s, store, worker, webhooks, metrics, text_policy or TextPolicy(),
-                        upsampler, session_store)
+                        upsampler, session_store, lora_library)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -129,6 +140,7 @@ def create_app(
     app.include_router(jobs.build_router(list(s.tiers)))
     app.include_router(results.router)
     app.include_router(usage.router)
+    app.include_router(loras.router)
     app.include_router(system.router)
     app.include_router(sessions.router)
 

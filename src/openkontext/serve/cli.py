@@ -32,6 +32,10 @@ def serve_command(
         str | None, typer.Option("--weights-dtype", help="fp8, bf16, fp16 or fp32")
     ] = None,
     offload: Annotated[str | None, typer.Option(help="none, model or blocks")] = None,
+    loras_dir: Annotated[
+        Path | None, typer.Option("--loras-dir", help="folder of NAME.safetensors LoRAs that "
+                                  "requests may name (default: none)")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML settings file")] = None,
     threads: Annotated[
         int | None, typer.Option(min=1, help="torch CPU threads of the worker (default: by "
@@ -57,7 +61,7 @@ def serve_command(
         settings = load_settings(config, host=host, port=port, data_dir=data_dir,
                                  weights=weights, threads=threads, text_encoders=text_encoders,
                                  tokenizers=tokenizers, weights_dtype=weights_dtype,
-                                 offload=offload)
+                                 offload=offload, loras_dir=loras_dir)
         check_weights(settings)
     except (FileNotFoundError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
@@ -71,7 +75,7 @@ def serve_command(
         settings = settings.model_copy(update={"host": "127.0.0.1"})
     try:
         app = create_app(settings)
-    except ClassifierError as e:
+    except (ClassifierError, ValueError) as e:  # e.g. a loras_dir that is not a folder
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"image classifier: {app.state.image_classifier_summary}", err=True)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
 
+from openkontext.loras import LoraLibrary
 from openkontext.serve.metrics import Metrics
 from openkontext.serve.moderation import PromptUpsampler, TextPolicy
 from openkontext.serve.sessions import SessionStore
@@ -27,6 +28,7 @@ class Services:
     text_policy: TextPolicy
     prompt_upsampler: PromptUpsampler | None
     sessions: SessionStore
+    loras: LoraLibrary  # the operator's folder, by name only
 
 
 def get_services(request: Request) -> Services:

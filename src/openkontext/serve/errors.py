@@ -52,7 +52,8 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
 
 
 async def field_error(request: Request, exc: FieldError) -> JSONResponse:
-    detail = [{"type": "value_error", "loc": [exc.location, exc.field], "msg": exc.message}]
+    path = list(exc.field) if isinstance(exc.field, tuple) else [exc.field]
+    detail = [{"type": "value_error", "loc": [exc.location, *path], "msg": exc.message}]
     return JSONResponse(json_safe({"detail": detail}), status_code=422)
 
 

@@ -21,9 +21,10 @@ from openkontext.serve.settings import ServeSettings
 
 class FieldError(ValueError):
     """A request value that cannot be accepted: becomes 422 with `field` in the detail, located
-    in the body or, with `location="query"`, the query string."""
+    in the body or, with `location="query"`, the query string. A field inside a list is a path,
+    as pydantic writes it: ("loras", 0, "name")."""
 
-    def __init__(self, field: str, message: str, location: str = "body"):
+    def __init__(self, field: str | tuple[str | int, ...], message: str, location: str = "body"):
         super().__init__(message)
         self.field = field
         self.message = message

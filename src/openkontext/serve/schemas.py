@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from openkontext.loras import MAX_LORAS, MAX_STRENGTH
 from openkontext.resolution import parse_aspect_ratio
 
 IMAGE_FIELDS = ("input_image", "input_image_2", "input_image_3", "input_image_4")
@@ -48,6 +49,16 @@ class Status(StrEnum):
     CONTENT_MODERATED = "Content Moderated"
     ERROR = "Error"
     NOT_FOUND = "Task not found"
+
+
+class LoraChoice(BaseModel):
+    """One LoRA of a request: a name from `GET /v1/loras` and its strength."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt `scale` is refused, not ignored
+
+    name: Text = Field(min_length=1, max_length=100, description="a name from GET /v1/loras")
+    scale: float = Field(default=1.0, ge=-MAX_STRENGTH, le=MAX_STRENGTH, strict=True,
+                         description="strength: 0 is no change, 1 the LoRA as trained")
 
 
 class KontextRequest(BaseModel):
@@ -78,6 +89,11 @@ class KontextRequest(BaseModel):
     prompt_upsampling: StrictBool = False
     webhook_url: Text | None = Field(default=None, max_length=2048)
     webhook_secret: Text | None = Field(default=None, max_length=256)
+    # An extension of this server's (the hosted API has none): jobs run with these LoRAs.
+    loras: list[LoraChoice] | None = Field(
+        default=None, max_length=MAX_LORAS,
+        description=f"LoRAs from GET /v1/loras, at most {MAX_LORAS}; an extension of this "
+        "server's, which the hosted API does not have")
 
     @field_validator("prompt")
     @classmethod
@@ -90,6 +106,11 @@ class KontextRequest(BaseModel):
     @classmethod
     def _empty_is_none(cls, value):
         return None if value == "" else value
+
+    @field_validator("loras", mode="before")
+    @classmethod
+    def _no_loras_is_none(cls, value):
+        return None if value == [] else value  # the same job, fingerprint and params
 
     @field_validator(*IMAGE_FIELDS)
     @classmethod
@@ -199,6 +220,17 @@ class UsageResponse(BaseModel):
         default=None, description="with ?interval=hour|day: the intervals that saw use")
     active_jobs: int = Field(description="jobs of this key queued or running now")
     max_jobs: int | None = Field(description="the server's limit on active_jobs, if any")
+
+
+class LoraInfo(BaseModel):
+    name: str = Field(description="what a request's loras[].name gives")
+    rank: int = Field(description="the largest rank of its layers")
+    layers: int = Field(description="layers of the model it changes")
+    bytes: int = Field(description="size of its file")
+
+
+class LoraList(BaseModel):
+    loras: list[LoraInfo] = Field(description="the LoRAs a request may name, by name")
 
 
 class Health(BaseModel):

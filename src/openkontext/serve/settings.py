@@ -70,6 +70,9 @@ class ServeSettings(BaseSettings):
     # torch CPU threads for the worker; default: OMP_NUM_THREADS, else by model size (one for
     # the mini models; see openkontext.threads)
     threads: int | None = Field(default=None, ge=1)
+    # LoRAs clients may ask for by name: NAME.safetensors files in this folder (clients never
+    # pass paths); None: no LoRAs. A configured folder that does not exist stops start-up.
+    loras_dir: Path | None = None
     # State.
     data_dir: Path = Path("openkontext-data")
     database_url: str | None = None  # default: SQLite file data_dir/jobs.sqlite3 in WAL mode

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
 from openkontext.files import PRIVATE, atomic_write
+from openkontext.model.lora import check_fits
 from openkontext.serve import retention, urls
 from openkontext.serve.deps import KeyHash, Services, ServicesDep
 from openkontext.serve.inputs import FieldError, read_image, size_and_work
@@ -103,6 +104,7 @@ def submit_job(services: Services, tier: str, body: KontextRequest, base: str, k
     if body.prompt_upsampling and services.prompt_upsampler is None:
         raise FieldError("prompt_upsampling", "prompt_upsampling is not available: no prompt "
                                               "upsampler is configured on this server")
+    _check_loras(services, body)
     # 2. A repeated Idempotency-Key returns the earlier job.
     fingerprint = hashlib.sha256(
         json.dumps([tier, body.model_dump()], sort_keys=True).encode()
@@ -144,6 +146,19 @@ def submit_job(services: Services, tier: str, body: KontextRequest, base: str, k
     )
     inputs = [data for data, _ in read]
     return _enqueue(job, services, fingerprint, inputs), inputs
+
+
+def _check_loras(services: Services, body: KontextRequest) -> None:
+    """Each LoRA named is in the server's folder and, once the model has loaded, fits it (the
+    worker checks again when it plans the job)."""
+    kontext = services.worker.kontext
+    for i, choice in enumerate(body.loras or []):
+        try:
+            services.loras.path(choice.name)
+            if kontext is not None:
+                check_fits(kontext.model.flux, services.loras.get(choice.name))
+        except (ValueError, OSError) as e:
+            raise FieldError(("loras", i, "name"), str(e)) from None
 
 
 def _admission(services: Services) -> Admission:
