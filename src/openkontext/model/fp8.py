@@ -90,6 +90,7 @@ class FP8Linear(nn.Module):
             return self.matmul == "scaled"
         return (
             x.is_cuda
+            and not x.requires_grad  # _scaled_mm has no backward: training (LoRA) widens
             and x.dtype == torch.bfloat16
             and torch.cuda.get_device_capability(x.device) >= (9, 0)
             and self.in_features % 16 == 0

@@ -1,4 +1,5 @@
-"""`openkontext train ...`: train the embedded mini model (resumable, runs for hours on a CPU)."""
+"""`openkontext train ...`: train the embedded mini model (resumable, runs for hours on a CPU), or a
+LoRA on edit pairs (`train lora`, in `lora_cli`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Train the embedded mini model on Shapes World.", no_args_is_help=True)
+from openkontext.train.lora_cli import train_lora_command
+
+app = typer.Typer(help="Train the embedded mini model on Shapes World, or a LoRA on edit pairs.",
+                  no_args_is_help=True)
 
 # What a new run trains when --preset is not given (the finer token grid, since 2026-11-30).
 DEFAULT_PRESET = "mini-fine"
@@ -521,3 +525,6 @@ def seed_history(init_from: dict | list | None) -> list[dict]:
 def _ae_shape(params):
     """Autoencoder params without the calibration (scale and shift), which training sets."""
     return dataclasses.replace(params, scale_factor=1.0, shift_factor=0.0)
+
+
+app.command("lora")(train_lora_command)

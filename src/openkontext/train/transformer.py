@@ -165,6 +165,58 @@ def object_tokens(images: list[torch.Tensor], patch: int) -> torch.Tensor:
     return torch.stack([token_mask(object_mask(x)[:, 0], patch) for x in images]).amax(dim=0)
 
 
+def latent_size(ae: AutoEncoder, images: torch.Tensor) -> tuple[int, int]:
+    """(height, width) of the latents of (B, 3, H, W) images."""
+    return images.shape[-2] // ae.params.downsample, images.shape[-1] // ae.params.downsample
+
+
+def encode_sample(
+    ae: AutoEncoder, target: torch.Tensor, source: torch.Tensor | None, bf16: bool
+) -> tuple[torch.Tensor, References | None]:
+    """The frozen autoencoder's half of a training sample: target (B, 3, H, W) in [-1, 1] ->
+    packed float latents (B, N, C); source (an edit's input, None for a generation) -> its
+    reference tokens."""
+    # The frozen encoder runs in bf16 too where that is fast, and the latents' rounding error
+    # (~0.4%) is far below the noise the flow adds.
+    with torch.no_grad(), torch.autocast(target.device.type, torch.bfloat16, enabled=bf16):
+        data = pack(ae.encode(target)).float()
+        refs = References.from_latents([ae.encode(source).float()]) if source is not None else None
+    return data, refs
+
+
+def noised_velocity(
+    flux: Flux,
+    data: torch.Tensor,
+    refs: References | None,
+    size: tuple[int, int],
+    txt: torch.Tensor,
+    vec: torch.Tensor,
+    gen: torch.Generator,
+    t_mean: float,
+    t_std: float,
+    bf16: bool,
+    guidance: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The transformer's half: noise the packed latents `data` (B, N, C) of latent `size`
+    (h, w) to a logit-normal t, drawn with `gen` (noise first, then t), and predict the
+    velocity with the references after the target tokens -> (prediction (B, N, C), noise, t (B,)),
+    for `flow.flow_loss(prediction, data, noise)`. `guidance` (B,): for a model that embeds it."""
+    b, n, _ = data.shape
+    device = data.device
+    noise = torch.randn(data.shape, generator=gen).to(device)
+    t = flow.sample_t_logit_normal(b, t_mean, t_std, generator=gen).to(device)
+    x = flow.interpolate(data, noise, t)
+    ids = image_ids(b, *size, device=device)
+    if refs is not None:
+        x, ids = torch.cat((x, refs.tokens), 1), torch.cat((ids, refs.ids), 1)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        pred = flux(
+            img=x, img_ids=ids, txt=txt, txt_ids=text_ids(b, txt.shape[1], device=device),
+            timesteps=t, y=vec, guidance=guidance,
+        )
+    return pred[:, :n], noise, t
+
+
 class Stepper:
     """Holds the trainable modules and runs one optimisation step."""
 
@@ -199,33 +251,19 @@ class Stepper:
         `object_weight` and `change_weight`; `changed` is the edits' (B, H, W) change mask and
         `kinds` their kinds, None for generations), the same unweighted (B,) and their t (B,)
         for one sub-batch."""
-        # The frozen encoder runs in bf16 too where that is fast, and the latents' rounding error
-        # (~0.4%) is far below the noise the flow adds.
-        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=self.cfg.autocast_bf16):
-            data = pack(self.ae.encode(target)).float()
-            refs = (
-                References.from_latents([self.ae.encode(source).float()])
-                if source is not None
-                else None
-            )
-        b, n, _ = data.shape
-        h = w = target.shape[-1] // self.ae.params.downsample
-        noise = torch.randn(data.shape, generator=gen)
-        t = flow.sample_t_logit_normal(b, self.cfg.t_mean, self.cfg.t_std, generator=gen)
-        x = flow.interpolate(data, noise, t)
-        ids = image_ids(b, h, w)
-        if refs is not None:
-            x, ids = torch.cat((x, refs.tokens), 1), torch.cat((ids, refs.ids), 1)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.autocast_bf16):
+        bf16 = self.cfg.autocast_bf16
+        data, refs = encode_sample(self.ae, target, source, bf16)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             txt, vec = self.text.encode(prompts)
-            pred = self.flux(
-                img=x, img_ids=ids, txt=txt, txt_ids=text_ids(b, txt.shape[1]), timesteps=t, y=vec
-            )
-        plain = flow.flow_loss(pred[:, :n], data, noise)
+        pred, noise, t = noised_velocity(
+            self.flux, data, refs, latent_size(self.ae, target), txt, vec, gen,
+            self.cfg.t_mean, self.cfg.t_std, bf16,
+        )
+        plain = flow.flow_loss(pred, data, noise)
         weight = self.token_weight(target, source, changed, kinds)
         if weight is None:
             return plain, plain, t
-        return flow.flow_loss(pred[:, :n], data, noise, weight), plain, t
+        return flow.flow_loss(pred, data, noise, weight), plain, t
 
     def token_weight(
         self,
