@@ -66,28 +66,28 @@ def load_t5(path: str | Path, dtype: torch.dtype = torch.float32, device="cpu",
     """A `T5EncoderModel` from a folder or a single file. `fp8=True` stores its Linear weights
     (all but `wo`) as float8 e4m3 with a scale per output channel; the embedding and norms stay
     in `dtype`."""
-    T5Config, T5EncoderModel = _transformers("T5Config", "T5EncoderModel")
-    _check(dtype)
-    with ExitStack() as stack:
-        ckpt = _Checkpoint(Path(path), stack, T5_PREFIXES, shown="")
-        config = _config(ckpt, T5Config, _infer_t5)
-        with torch.device("meta"):
-            model = T5EncoderModel(config)
-        if fp8:
-            use_fp8(model, keep=lambda name: name.rsplit(".", 1)[-1] == T5_WIDE)
-        _fill(model, ckpt, dtype, torch.device(device))
-    return model.eval()
+    wide = (lambda name: name.rsplit(".", 1)[-1] == T5_WIDE) if fp8 else None
+    return _build(path, ("T5Config", "T5EncoderModel"), T5_PREFIXES, "", _infer_t5, dtype,
+                  device, wide)
 
 
 def load_clip(path: str | Path, dtype: torch.dtype = torch.float32, device="cpu"):
     """A `CLIPTextModel` from a folder or a single file."""
-    CLIPTextConfig, CLIPTextModel = _transformers("CLIPTextConfig", "CLIPTextModel")
+    return _build(path, ("CLIPTextConfig", "CLIPTextModel"), CLIP_PREFIXES, "text_model.",
+                  _infer_clip, dtype, device, None)
+
+
+def _build(path, classes: tuple[str, str], prefixes, shown: str, infer, dtype, device, fp8_keep):
+    """Config, model on meta (linears in fp8 unless `fp8_keep` names them, when given), filled."""
+    config_cls, model_cls = _transformers(*classes)
     _check(dtype)
     with ExitStack() as stack:
-        ckpt = _Checkpoint(Path(path), stack, CLIP_PREFIXES, shown="text_model.")
-        config = _config(ckpt, CLIPTextConfig, _infer_clip)
+        ckpt = _Checkpoint(Path(path), stack, prefixes, shown=shown)
+        config = _config(ckpt, config_cls, infer)
         with torch.device("meta"):
-            model = CLIPTextModel(config)
+            model = model_cls(config)
+        if fp8_keep is not None:
+            use_fp8(model, keep=fp8_keep)
         _fill(model, ckpt, dtype, torch.device(device))
     return model.eval()
 
