@@ -21,7 +21,12 @@ from openkontext.weights import WeightsError, load_transformer, save_model
 from openkontext.weights.convert import convert_transformer
 from openkontext.weights.parts import find_parts
 from openkontext.weights.safetensors_io import SafetensorsFile
-from tiny_text import write_comfy_text_encoders, write_tiny_text_encoders, write_tokenizers
+from tiny_text import (
+    hub_snapshot,
+    write_comfy_text_encoders,
+    write_tiny_text_encoders,
+    write_tokenizers,
+)
 
 runner = CliRunner()
 CLIP, T5 = TINY_FLUX.vec_in_dim, TINY_FLUX.context_in_dim
@@ -53,21 +58,6 @@ def edit(picture: Path, out: Path, *options: str) -> np.ndarray:
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255**2 / max(np.mean((a - b) ** 2), 1e-12)))
-
-
-def hub_snapshot(cache: Path, flux_model, ae_model) -> Path:
-    """The Hugging Face snapshot as `hf download` leaves it: diffusers folders, the BFL files at
-    the top, refs/main naming the snapshot."""
-    repo = cache / "models--black-forest-labs--FLUX.1-Kontext-dev"
-    snapshot = repo / "snapshots" / "0123abcd"
-    save_model(flux_model, snapshot / "transformer", layout="diffusers")
-    save_model(ae_model, snapshot / "vae", layout="diffusers")
-    save_model(flux_model, snapshot / "flux1-kontext-dev.safetensors")
-    save_model(ae_model, snapshot / "ae.safetensors")
-    write_tiny_text_encoders(snapshot, CLIP, T5)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("0123abcd")
-    return snapshot
 
 
 def test_the_snapshot_in_the_hub_cache_by_name(tmp_path, empty_hub_cache, flux_model, ae_model,

@@ -1,6 +1,8 @@
 """Tiny random T5 and CLIP text encoders with tokenizers built here (no downloads), written as
 transformers folders (FLUX.1's layout) or as ComfyUI-style single files.
 
+`hub_snapshot` lays a whole tiny checkpoint out as the Hugging Face cache holds it.
+
 Both writers draw the same models (seeded, weights rounded to float16 so the fp16 files hold
 them exactly), so a test can compare what the two forms load to.
 """
@@ -14,6 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from openkontext.model.fp8 import FP8, FP8_MAX
+from openkontext.weights import save_model
 
 # CLIP over single bytes with no merges; T5 over single letters (\u2581: word start).
 _PRINTABLE = [*range(33, 127), *range(161, 173), *range(174, 256)]
@@ -124,3 +127,19 @@ def write_comfy_text_encoders(folder, clip_width: int, t5_width: int, t5_form: s
     t5_path = folder / T5_FILES[t5_form]
     save_file(out, str(t5_path), metadata={"format": "pt"})
     return clip_path, t5_path
+
+
+def hub_snapshot(cache: Path, flux_model, ae_model) -> Path:
+    """The Hugging Face snapshot as `hf download` leaves it: diffusers folders, the BFL files at
+    the top, refs/main naming the snapshot."""
+    repo = cache / "models--black-forest-labs--FLUX.1-Kontext-dev"
+    snapshot = repo / "snapshots" / "0123abcd"
+    save_model(flux_model, snapshot / "transformer", layout="diffusers")
+    save_model(ae_model, snapshot / "vae", layout="diffusers")
+    save_model(flux_model, snapshot / "flux1-kontext-dev.safetensors")
+    save_model(ae_model, snapshot / "ae.safetensors")
+    write_tiny_text_encoders(snapshot, flux_model.params.vec_in_dim,
+                             flux_model.params.context_in_dim)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    return snapshot

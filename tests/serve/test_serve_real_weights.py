@@ -18,8 +18,12 @@ from openkontext.cli import app as cli_app
 from openkontext.serve.app import create_app
 from openkontext.serve.settings import ServeSettings
 from openkontext.weights import save_model
-from test_weights_layouts import hub_snapshot
-from tiny_text import write_comfy_text_encoders, write_tiny_text_encoders, write_tokenizers
+from tiny_text import (
+    hub_snapshot,
+    write_comfy_text_encoders,
+    write_tiny_text_encoders,
+    write_tokenizers,
+)
 
 from .conftest import png_b64, start_server
 
