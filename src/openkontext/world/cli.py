@@ -25,7 +25,7 @@ from openkontext.world.scene import SceneError, Target
 
 # world.dataset.CATEGORIES, written out here because world.dataset imports torch (a test checks
 # that the two agree).
-CATEGORIES = (*KINDS, "generation")
+CATEGORIES = (*KINDS, "generation", "ref_object", "ref_colour", "ref_background")
 
 app = typer.Typer(
     name="world",

@@ -33,12 +33,12 @@ class Phrasing:
         return self.template.format(**slots)
 
 
-def _kind(*train: str, heldout: tuple[str, ...]) -> tuple[Phrasing, ...]:
+def phrasing_set(*train: str, heldout: tuple[str, ...]) -> tuple[Phrasing, ...]:
     return tuple(Phrasing(t) for t in train) + tuple(Phrasing(t, True) for t in heldout)
 
 
 INSTRUCTIONS: dict[str, tuple[Phrasing, ...]] = {
-    "recolor": _kind(
+    "recolor": phrasing_set(
         "make the {obj} {color}",
         "paint the {obj} {color}",
         "change the {obj}'s colour to {color}",
@@ -46,7 +46,7 @@ INSTRUCTIONS: dict[str, tuple[Phrasing, ...]] = {
         "recolor the {obj} to {color}",
         heldout=("colour the {obj} {color}", "change the color of the {obj} to {color}"),
     ),
-    "remove": _kind(
+    "remove": phrasing_set(
         "remove the {obj}",
         "delete the {obj}",
         "take away the {obj}",
@@ -54,7 +54,7 @@ INSTRUCTIONS: dict[str, tuple[Phrasing, ...]] = {
         "erase the {obj}",
         heldout=("take out the {obj}", "make the {obj} disappear"),
     ),
-    "add": _kind(
+    "add": phrasing_set(
         "add a {size} {color} {shape} at the {cell}",
         "put a {size} {color} {shape} at the {cell}",
         "place a {size} {color} {shape} at the {cell}",
@@ -63,7 +63,7 @@ INSTRUCTIONS: dict[str, tuple[Phrasing, ...]] = {
         heldout=("there should be a {size} {color} {shape} at the {cell}",
                  "add a {size} {color} {shape} to the {cell}"),
     ),
-    "move": _kind(
+    "move": phrasing_set(
         "move the {obj} to the {cell}",
         "put the {obj} at the {cell}",
         "shift the {obj} to the {cell}",
@@ -71,7 +71,7 @@ INSTRUCTIONS: dict[str, tuple[Phrasing, ...]] = {
         "drag the {obj} to the {cell}",
         heldout=("relocate the {obj} to the {cell}", "the {obj} goes to the {cell}"),
     ),
-    "resize": _kind(
+    "resize": phrasing_set(
         "make the {obj} {bigger}",
         "{grow} the {obj}",
         "scale the {obj} {up}",
@@ -79,7 +79,7 @@ INSTRUCTIONS: dict[str, tuple[Phrasing, ...]] = {
         "make the {obj} one size {bigger}",
         heldout=("resize the {obj} to be {bigger}", "the {obj} should be {bigger}"),
     ),
-    "reshape": _kind(
+    "reshape": phrasing_set(
         "turn the {obj} into a {shape}",
         "change the {obj} into a {shape}",
         "make the {obj} a {shape}",
@@ -87,7 +87,7 @@ INSTRUCTIONS: dict[str, tuple[Phrasing, ...]] = {
         "reshape the {obj} into a {shape}",
         heldout=("transform the {obj} into a {shape}", "morph the {obj} into a {shape}"),
     ),
-    "background": _kind(
+    "background": phrasing_set(
         "change the background to {color}",
         "make the background {color}",
         "paint the background {color}",
@@ -95,7 +95,7 @@ INSTRUCTIONS: dict[str, tuple[Phrasing, ...]] = {
         "turn the background {color}",
         heldout=("switch the background to {color}", "the background should be {color}"),
     ),
-    "swap": _kind(
+    "swap": phrasing_set(
         "swap the {obj} and the {obj2}",
         "switch the {obj} and the {obj2}",
         "exchange the {obj} and the {obj2}",
@@ -104,7 +104,7 @@ INSTRUCTIONS: dict[str, tuple[Phrasing, ...]] = {
         heldout=("the {obj} and the {obj2} swap places",
                  "switch places of the {obj} and the {obj2}"),
     ),
-    "grayscale": _kind(
+    "grayscale": phrasing_set(
         "make it grayscale",
         "convert the image to grayscale",
         "make the picture black and white",
@@ -112,7 +112,7 @@ INSTRUCTIONS: dict[str, tuple[Phrasing, ...]] = {
         "desaturate the image",
         heldout=("make it greyscale", "turn it black and white"),
     ),
-    "invert": _kind(
+    "invert": phrasing_set(
         "invert the colours",
         "invert the image",
         "make a negative of the image",
@@ -120,7 +120,7 @@ INSTRUCTIONS: dict[str, tuple[Phrasing, ...]] = {
         "turn it into a negative",
         heldout=("reverse the colours", "make it look like a photo negative"),
     ),
-    "night": _kind(
+    "night": phrasing_set(
         "make it night",
         "turn day into night",
         "make it look like night",
@@ -136,7 +136,7 @@ def _check_split(split: str) -> None:
         raise ValueError(f"unknown split {split!r}; expected one of: {', '.join(SPLITS)}")
 
 
-def _pick(options, rng: random.Random, split: str):
+def pick_phrasing(options, rng: random.Random, split: str):
     _check_split(split)
     pool = [p for p in options if split == "any" or p.split == split]
     return pool[rng.randrange(len(pool))]
@@ -146,7 +146,7 @@ def choose_phrasing(kind: str, rng: random.Random, split: str = "train") -> Phra
     """A phrasing of an edit kind drawn uniformly from the split."""
     if kind not in INSTRUCTIONS:
         raise ValueError(f"no phrasings for edit kind {kind!r}")
-    return _pick(INSTRUCTIONS[kind], rng, split)
+    return pick_phrasing(INSTRUCTIONS[kind], rng, split)
 
 
 def phrase(kind: str, slots: dict[str, str], rng: random.Random, split: str = "train") -> str:
@@ -193,7 +193,7 @@ DESCRIPTIONS: tuple[Description, ...] = (
 
 def choose_description(rng: random.Random, split: str = "train") -> Description:
     """A description phrasing drawn uniformly from the split."""
-    return _pick(DESCRIPTIONS, rng, split)
+    return pick_phrasing(DESCRIPTIONS, rng, split)
 
 
 def describe(scene: Scene, rng: random.Random, split: str = "train") -> str:
