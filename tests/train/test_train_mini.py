@@ -663,3 +663,29 @@ def test_compare_runs_says_whether_two_runs_draw_the_same_batches(run, tmp_path)
     assert "| all 2 steps | 0.35000 |" in compare(c, "--kind", "swap").stdout
     missing = compare(c, "--kind", "remove")
     assert missing.returncode != 0 and "no logged step with a remove loss" in missing.stderr
+
+
+def test_steps_train_on_other_ratios_and_reference_edits(run):
+    from openkontext.resolution import preferred_resolutions
+    from openkontext.train.transformer import Stepper, step_streams
+
+    _, ae, _ = run
+    preset = get_preset("mini")
+    cfg = FlowTrainConfig(edit_batch=2, generation_batch=1, reference_batch=2, non_square=1.0)
+    stepper = Stepper(preset, ae, cfg)
+    canvases = set()
+    for step in range(6):
+        stepper.step = step
+        canvases.add(stepper.canvas())
+    assert all(c[0] != c[1] and c in preferred_resolutions(preset) for c in canvases)
+    assert len(canvases) > 1
+    stats = stepper.train_step(*step_streams(0, 0))
+    assert {"ref_object", "ref_colour", "ref_background"} & set(stats["kinds"])
+    assert torch.isfinite(torch.tensor(stats["loss"]))
+    # without them a step draws exactly the batches it drew before they existed
+    plain = Stepper(preset, ae, FlowTrainConfig(edit_batch=2, generation_batch=1))
+    assert plain.canvas() == preset.native_size
+    with pytest.raises(ValueError, match="reference_batch must be >= 0"):
+        FlowTrainConfig(reference_batch=-1)
+    with pytest.raises(ValueError, match="fraction"):
+        FlowTrainConfig(non_square=1.5)

@@ -113,6 +113,29 @@ def train_mini(
             "picture has one, or any other object (default: the run's own, else any)",
         ),
     ] = None,
+    edit_batch: Annotated[
+        int | None,
+        typer.Option(min=1, help="edits per step (default: the run's own, else 24)"),
+    ] = None,
+    generation_batch: Annotated[
+        int | None,
+        typer.Option(min=0, help="generations per step (default: the run's own, else 8)"),
+    ] = None,
+    non_square: Annotated[
+        float | None,
+        typer.Option(
+            help="fraction of steps trained on a non-square canvas, one of the preset's "
+            "preferred resolutions (default: the run's own, else 0)"
+        ),
+    ] = None,
+    reference_batch: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="reference edits per step (an object or a background colour taken from "
+            "image 2..4; default: the run's own, else 0)",
+        ),
+    ] = None,
     seed: Annotated[
         int | None,
         typer.Option(
@@ -150,6 +173,7 @@ def train_mini(
     _checked(text_drop, check_text_drop, "--text-drop")
     _checked(contrast, check_contrast, "--contrast")
     _checked(colour_contrast, check_contrast, "--colour-contrast")
+    _checked(non_square, check_contrast, "--non-square")
     if threads:
         torch.set_num_threads(threads)
     held_state = _held_run(out)
@@ -185,6 +209,10 @@ def train_mini(
         "contrast": contrast,
         "colour_contrast": colour_contrast,
         "alike_twins": alike_twins,
+        "edit_batch": edit_batch,
+        "generation_batch": generation_batch,
+        "non_square": non_square,
+        "reference_batch": reference_batch,
         "seed": seed,
     }
     settings.update({name: value for name, value in given.items() if value is not None})
@@ -208,6 +236,9 @@ def train_mini(
             f"contrast twins {cfg.contrast:.0%}"
             f"{' (alike shapes)' if cfg.alike_twins else ''}, "
             f"colour twins {cfg.colour_contrast:.0%}, "
+            f"{cfg.edit_batch} edits, {cfg.generation_batch} generations and "
+            f"{cfg.reference_batch} reference edits a step, "
+            f"non-square canvases {cfg.non_square:.0%}, "
             f"seed {cfg.seed}"
         )
     if kept:

@@ -23,9 +23,11 @@ import torch.nn.functional as F
 from openkontext import flow
 from openkontext.model import AutoEncoder, Flux, LoadedModel, ModelPreset, build_text_encoder
 from openkontext.packing import References, image_ids, pack, text_ids
+from openkontext.resolution import preferred_resolutions
 from openkontext.sampling import run_tensors
 from openkontext.train.autoencoder import object_mask, psnr
 from openkontext.train.common import EMA, JsonlLog, atomic_torch_save, native_bf16, progress_bar
+from openkontext.world.references import MAX_REFERENCES, reference_batch
 from openkontext.world.sampling import (
     check_contrast,
     check_kind_weights,
@@ -37,6 +39,8 @@ from openkontext.world.sampling import (
 )
 
 T_BANDS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# What a sample is edited from: one image (B, 3, H, W), image 1 and further references, or None
+Sources = torch.Tensor | list[torch.Tensor] | None
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,15 @@ class FlowTrainConfig:
     # such an object (docs/mini.md, 49,400 to 52,000 steps). In 3,000 steps they did not make
     # those misses rarer (49,400 to 52,400 steps).
     alike_twins: bool = False
+    # This fraction of the steps trains on a canvas of another aspect ratio than square: one of
+    # the preset's preferred resolutions (`resolution.preferred_resolutions`), drawn uniformly;
+    # the step's edits, generations and reference edits all take it, so a batch stays one size.
+    # Trained on squares alone, the model recoloured 12% of 3:2..7:3 scenes right (docs/mini.md).
+    non_square: float = 0.0
+    # Reference edits (`world.references`: an object or a background colour taken from image
+    # 2..4) in each step, after the edits and generations; a step draws how many references
+    # (1..3) all of its reference edits have.
+    reference_batch: int = 0
     checkpoint_every: int = 200
     eval_every: int = 1000
     eval_cases: int = 48
@@ -113,6 +126,9 @@ class FlowTrainConfig:
         check_text_drop(self.text_drop)
         check_contrast(self.contrast)
         check_contrast(self.colour_contrast)
+        check_contrast(self.non_square)
+        if self.reference_batch < 0:
+            raise ValueError(f"reference_batch must be >= 0, got {self.reference_batch}")
 
 
 # Settings a checkpoint does not hand on: the length of the schedule is asked for anew, and bf16
@@ -171,16 +187,17 @@ def latent_size(ae: AutoEncoder, images: torch.Tensor) -> tuple[int, int]:
 
 
 def encode_sample(
-    ae: AutoEncoder, target: torch.Tensor, source: torch.Tensor | None, bf16: bool
+    ae: AutoEncoder, target: torch.Tensor, source: Sources, bf16: bool
 ) -> tuple[torch.Tensor, References | None]:
     """The frozen autoencoder's half of a training sample: target (B, 3, H, W) in [-1, 1] ->
-    packed float latents (B, N, C); source (an edit's input, None for a generation) -> its
-    reference tokens."""
+    packed float latents (B, N, C); source (an edit's input, or a list: the input then the
+    other reference images; None for a generation) -> their reference tokens."""
+    sources = [source] if isinstance(source, torch.Tensor) else source
     # The frozen encoder runs in bf16 too where that is fast, and the latents' rounding error
     # (~0.4%) is far below the noise the flow adds.
     with torch.no_grad(), torch.autocast(target.device.type, torch.bfloat16, enabled=bf16):
         data = pack(ae.encode(target)).float()
-        refs = References.from_latents([ae.encode(source).float()]) if source is not None else None
+        refs = References.from_latents([ae.encode(s).float() for s in sources]) if sources else None
     return data, refs
 
 
@@ -242,7 +259,7 @@ class Stepper:
         self,
         target: torch.Tensor,
         prompts: list[str],
-        source: torch.Tensor | None,
+        source: Sources,
         gen: torch.Generator,
         changed: torch.Tensor | None = None,
         kinds: list[str] | None = None,
@@ -260,7 +277,8 @@ class Stepper:
             self.cfg.t_mean, self.cfg.t_std, bf16,
         )
         plain = flow.flow_loss(pred, data, noise)
-        weight = self.token_weight(target, source, changed, kinds)
+        first = source[0] if isinstance(source, list) else source
+        weight = self.token_weight(target, first, changed, kinds)
         if weight is None:
             return plain, plain, t
         return flow.flow_loss(pred, data, noise, weight), plain, t
@@ -296,8 +314,18 @@ class Stepper:
             weight = torch.where(weighted[:, None], weight, 1.0)
         return weight
 
+    def canvas(self) -> int | tuple[int, int]:
+        """This step's canvas: the native square, or with probability `non_square` one of the
+        preset's other preferred (width, height), from a stream of its own so that runs with and
+        without draw the same samples."""
+        cfg = self.cfg
+        draw = random.Random(f"{cfg.seed}:canvas:{self.step}")
+        if not (cfg.non_square and draw.random() < cfg.non_square):
+            return self.preset.native_size
+        return draw.choice([s for s in preferred_resolutions(self.preset) if s[0] != s[1]])
+
     def train_step(self, rng: random.Random, gen: torch.Generator) -> dict:
-        cfg, size = self.cfg, self.preset.native_size
+        cfg, size = self.cfg, self.canvas()
         lr = cfg.lr * min(1.0, (self.step - self.warm_from + 1) / cfg.warmup)
         if cfg.cooldown:
             lr *= min(1.0, (cfg.steps - self.step) / cfg.cooldown)
@@ -321,6 +349,15 @@ class Stepper:
             prompts = drop_texts(gens.descriptions, cfg.text_drop, drop)
             gl, gp, gt = self.loss(gens.target, prompts, None, gen)
             losses, plain, ts = torch.cat((losses, gl)), torch.cat((plain, gp)), torch.cat((ts, gt))
+        if cfg.reference_batch:
+            refs = reference_batch(rng, cfg.reference_batch, size, rng.randint(1, MAX_REFERENCES))
+            prompts = drop_texts(refs.instructions, cfg.text_drop, drop)
+            rl, rp, rt = self.loss(
+                refs.target, prompts, [refs.source, *refs.references], gen, refs.mask, refs.kinds
+            )
+            for kind, value in zip(refs.kinds, rp.tolist(), strict=True):
+                by_kind.setdefault(kind, []).append(value)
+            losses, plain, ts = torch.cat((losses, rl)), torch.cat((plain, rp)), torch.cat((ts, rt))
         loss = losses.mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
