@@ -37,10 +37,17 @@ def preferred_resolutions(preset: ModelPreset) -> list[tuple[int, int]]:
     """The preset's (width, height) list: the Kontext list scaled to its native area."""
     if preset.native_size == 1024:
         return list(KONTEXT_RESOLUTIONS)
-    m, scale = preset.latent_multiple, preset.native_size / 1024
+    return scaled_resolutions(preset.native_size, preset.latent_multiple)
+
+
+def scaled_resolutions(native_size: int, multiple: int) -> list[tuple[int, int]]:
+    """The Kontext list scaled to a `native_size` square's area, each side a multiple of
+    `multiple` (duplicates dropped)."""
+    scale = native_size / 1024
     sizes: list[tuple[int, int]] = []
     for w, h in KONTEXT_RESOLUTIONS:
-        size = (max(m, round(w * scale / m) * m), max(m, round(h * scale / m) * m))
+        size = (max(multiple, round(w * scale / multiple) * multiple),
+                max(multiple, round(h * scale / multiple) * multiple))
         if size not in sizes:
             sizes.append(size)
     return sizes

@@ -96,6 +96,11 @@ BAD_LINES = [
     (lambda d: dict(d, chain=[]), "field 'chain': must be a non-empty list"),
     (lambda d: dict(d, chain=[{"instruction": "x"}]), "field 'chain[1].target': missing"),
     (lambda d: "just a string", "a case must be a JSON object"),
+    (lambda d: dict(d, references=[]), "field 'references': must be a list of 1 to 3"),
+    (lambda d: dict(d, references=["images/in.png"] * 4), "must be a list of 1 to 3 pictures"),
+    (lambda d: dict(d, references=["images/gone.png"]), "field 'references[0]': no such file"),
+    (lambda d: dict(d, input=None, references=["images/in.png"]),
+     "field 'references': references need an input image"),
 ]
 save_mask = "images/small_mask.png"
 

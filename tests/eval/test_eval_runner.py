@@ -13,6 +13,7 @@ from PIL import Image
 
 from openkontext.eval import PSNR_CAP, evaluate, load_cases, psnr, run_batch
 from openkontext.pipeline import Settings
+from openkontext.resolution import resolve_size
 from openkontext.world.dataset import write_dataset
 
 from .eval_helpers import picture
@@ -145,3 +146,28 @@ def test_bad_settings(kontext, paired):
     twice = load_cases(paired, limit=1) * 2
     with pytest.raises(ValueError, match="ids must be unique"):
         evaluate(kontext, twice, save_outputs=paired.parent / "never")
+
+
+def test_references_reach_the_model_and_generations_take_their_target_ratio(kontext, tmp_path):
+    refs = load_cases(write_dataset(tmp_path / "r", count=3, seed=2, size=64,
+                                    categories=["ref_object", "ref_colour", "ref_background"]))
+    assert [len(c.references) for c in refs] and all(c.references for c in refs)
+    case = refs[0]
+    inputs = [case.input.load()] + [r.load() for r in case.references]
+    with_refs = run_batch(kontext, [case.turns[0].instruction], [inputs], seed=3, steps=1,
+                          guidance=1.0, preserve=False)[0]
+    alone = kontext.run(case.turns[0].instruction, [Image.fromarray(a) for a in inputs],
+                        Settings(seed=3, steps=1, preserve=False)).images[0]
+    without = run_batch(kontext, [case.turns[0].instruction], [inputs[0]], seed=3, steps=1,
+                        guidance=1.0, preserve=False)[0]
+    assert np.abs(with_refs.astype(int) - np.asarray(alone).astype(int)).max() <= 2
+    assert np.abs(with_refs.astype(int) - without.astype(int)).max() > 2  # they were read
+    gens = load_cases(write_dataset(tmp_path / "g", count=2, seed=2, size=[(88, 48), (48, 88)],
+                                    categories=["generation"]))
+    report = evaluate(kontext, gens, steps=1, save_outputs=tmp_path / "out")
+    assert len(report.cases) == 2
+    preset = kontext.model.preset  # "mini": its 16:9 is 96x48
+    for gen, size in zip(gens, ((96, 48), (48, 96)), strict=True):
+        assert resolve_size(preset, gen.turns[0].target.size) == size
+        assert Image.open(tmp_path / "out" / f"{gen.id}.png").size == size
+    assert len(evaluate(kontext, refs, steps=1).cases) == 3

@@ -44,3 +44,26 @@ def test_the_suite_label_names_its_size_and_nothing_else_reads_as_one():
     for other in ("/data/edits.jsonl", "suite:shapes:", "suite:shapes:ten", None):
         with pytest.raises(ValueError, match="not the built-in suite"):
             suite_size_of(other)
+
+
+def test_the_plus_suite_holds_other_ratios_and_references(tmp_path):
+    cases = load_cases(build_suite(tmp_path, per_kind=2, size=64, suite="shapes-plus"),
+                       native_size=64)
+    parts = Counter(c.id.rsplit("-", 1)[0] for c in cases)
+    assert parts == {"wide": 8, "wide-generation": 2, "wide-chain": 1, "reference-train": 6,
+                     "reference-heldout": 6}
+    for c in cases:
+        size = c.input.size if c.input is not None else c.turns[0].target.size
+        if c.id.startswith("wide-generation"):
+            assert size in ((88, 48), (48, 88))
+        elif c.id.startswith("wide"):
+            assert size[0] != size[1] and size[0] % 8 == size[1] % 8 == 0, c.id
+            assert c.input.load().shape == (size[1], size[0], 3)
+        else:
+            assert size == (64, 64) and 1 <= len(c.references) <= 3
+            assert c.phrasing_split == c.id.split("-")[1]
+            assert c.references[0].load().shape == (64, 64, 3)
+    refs = Counter(c.category for c in cases if c.references)
+    assert refs == {"ref_object": 4, "ref_colour": 4, "ref_background": 4}
+    with pytest.raises(ValueError, match="unknown suite 'shapes-xl'"):
+        build_suite(tmp_path / "x", per_kind=1, suite="shapes-xl")

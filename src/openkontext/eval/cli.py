@@ -108,7 +108,8 @@ def build_command(load: Loader = load_kontext) -> Callable[..., None]:
                 if suite is not None:
                     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
                     with err.status(f"writing the {suite} suite"):
-                        dataset = build_suite(tmp, suite_size, native)
+                        dataset = build_suite(tmp, suite_size, native, suite,
+                                              kontext.model.preset.latent_multiple)
                 cases = load_cases(dataset, native, limit)
                 # 2. Run with a bar over cases.
                 bar = stack.enter_context(Progress(

@@ -15,6 +15,8 @@ A case (paths are relative to the JSONL file):
 - "mask": optional image path, white (>= 128) where the edit may change the picture; it must
   have the input's size. Without one, a case whose input and target are both scenes gets the
   pixels that differ between the two renders; any other case has no preservation score.
+- "references": optional, for an edit: 1 to 3 more pictures (paths or scenes), images 2..4,
+  which the instruction may name ("the object from image 2").
 - "category": optional; "edit", "generation" or "chain" when absent.
 - "phrasing_split": optional ("train", "heldout", ...); reported as its own group.
 - "size": optional canvas for scenes, an int or [width, height]; default the model's native size.
@@ -43,6 +45,7 @@ from openkontext.world.render import change_mask, render_target
 from openkontext.world.scene import SceneError, Target
 
 EXIF_ORIENTATION = 0x0112
+MAX_CASE_REFERENCES = 3  # besides the input: Kontext reads at most four pictures
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # ids become file names in --save-outputs
 
 
@@ -89,6 +92,7 @@ class Case:
     phrasing_split: str | None = None
     source: str = "cases.jsonl"  # where the case came from, for error messages
     line: int = 0
+    references: tuple[Picture, ...] = ()  # images 2.. of an edit
 
     def start(self, k: int) -> Picture | None:
         """The ground-truth picture turn k (1-based) starts from: the input, then targets."""
@@ -199,6 +203,18 @@ class _Line:
         return mask
 
 
+    def references(self, d: dict, start: Picture | None) -> tuple[Picture, ...]:
+        value = d.get("references")
+        if value is None:
+            return ()
+        if start is None:
+            raise self.error("references", "references need an input image")
+        if not isinstance(value, list) or not 1 <= len(value) <= MAX_CASE_REFERENCES:
+            raise self.error("references", f"must be a list of 1 to {MAX_CASE_REFERENCES} "
+                                           f"pictures, got {value!r}")
+        return tuple(self.picture(v, f"references[{k}]") for k, v in enumerate(value))
+
+
 def parse_case(d: object, source: Path, number: int, native_size: int) -> Case:
     """One decoded JSONL line -> Case, or DatasetError."""
     line = _Line(source, number, native_size)
@@ -248,7 +264,8 @@ def parse_case(d: object, source: Path, number: int, native_size: int) -> Case:
     )
     default = "generation" if start is None else "edit"
     category = line.text(d, "category", required=False) or default
-    return Case(case_id, category, start, (turn,), False, split, source.name, number)
+    return Case(case_id, category, start, (turn,), False, split, source.name, number,
+                line.references(d, start))
 
 
 def load_cases(path: str | Path, native_size: int = 64, limit: int | None = None) -> list[Case]:

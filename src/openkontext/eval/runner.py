@@ -37,17 +37,22 @@ Progress = Callable[[int, int], None]  # (cases done, cases in all)
 def run_batch(
     kontext: Kontext,
     prompts: list[str],
-    inputs: list[np.ndarray] | None,
+    inputs: list[np.ndarray] | list[list[np.ndarray]] | None,
     seed: int,
     steps: int,
     guidance: float,
     preserve: bool = True,
+    size: tuple[int, int] | None = None,
 ) -> list[np.ndarray]:
-    """One output (H, W, 3) uint8 per prompt: edits of `inputs` (one per prompt, all of one
-    output size) or, with inputs None, generations at the model's native size. Runs as one
+    """One output (H, W, 3) uint8 per prompt: edits of `inputs` (one per prompt: an image, or
+    the input and its references; all of one output size and reference sizes) or, with inputs
+    None, generations at `size` (width, height; default the model's native square). Runs as one
     batch through `Kontext.run_many`, so every case is prepared exactly as `Kontext.run` would."""
-    settings = Settings(seed=seed, steps=steps, guidance=guidance, preserve=preserve)
-    images = [[Image.fromarray(a, "RGB")] for a in inputs] if inputs else [[] for _ in prompts]
+    width, height = (None, None) if inputs or size is None else size
+    settings = Settings(seed=seed, steps=steps, guidance=guidance, preserve=preserve,
+                        width=width, height=height)
+    images = ([[Image.fromarray(a, "RGB") for a in (i if isinstance(i, list) else [i])]
+               for i in inputs] if inputs else [[] for _ in prompts])
     results = kontext.run_many([(p, i, settings) for p, i in zip(prompts, images, strict=True)])
     return [np.asarray(r.images[0]) for r in results]
 
@@ -129,29 +134,37 @@ def evaluate(
     done, runs = 0, 0
 
     for k in range(1, max((len(c.turns) for c in cases), default=0) + 1):
-        # 1. This round's cases, grouped by output size (the input's, snapped; None: generation).
-        groups: dict[tuple[int, int] | None, list[int]] = {}
+        # 1. This round's cases, grouped by output size (the input's, snapped; a generation's
+        # target's, snapped) and the sizes of the references (None: a generation).
+        groups: dict[tuple, list[int]] = {}
         for i, c in enumerate(cases):
             if len(c.turns) < k:
                 continue
             if k > 1:
-                key = resolve_size(preset, current[i].shape[1::-1])
+                key = (resolve_size(preset, current[i].shape[1::-1]), ())
             elif c.input is not None:
-                key = resolve_size(preset, c.input.size)
+                key = (resolve_size(preset, c.input.size),
+                       tuple(resolve_size(preset, r.size) for r in c.references))
             else:
-                key = None
+                key = (resolve_size(preset, c.turns[0].target.size), None)
             groups.setdefault(key, []).append(i)
-        for key, members in groups.items():
-            step = _batch_size(key or resolve_size(preset), batch_size)
+        for (size, reference_sizes), members in groups.items():
+            step = _batch_size(size, batch_size)
             for at in range(0, len(members), step):
                 chunk = members[at:at + step]
-                # 2. Inputs (the case's, or the chain's previous output) through the model.
+                # 2. Inputs (the case's, or the chain's previous output, and the case's
+                # references) through the model.
                 originals = {i: _load(cases[i], cases[i].input, "input")
                              for i in chunk if cases[i].input is not None}
-                inputs = None if key is None else [current.get(i, originals.get(i))
-                                                   for i in chunk]
+                inputs = None
+                if reference_sizes is not None:
+                    inputs = [[current.get(i, originals.get(i))]
+                              + [_load(cases[i], r, f"references[{n}]")
+                                 for n, r in enumerate(cases[i].references if k == 1 else ())]
+                              for i in chunk]
                 prompts = [cases[i].turns[k - 1].instruction for i in chunk]
-                outputs = run_batch(kontext, prompts, inputs, seed, steps, guidance, preserve)
+                outputs = run_batch(kontext, prompts, inputs, seed, steps, guidance, preserve,
+                                    size)
                 runs += len(chunk)
                 # 3. Score, save, and carry chain outputs to the next round.
                 for i, output in zip(chunk, outputs, strict=True):
