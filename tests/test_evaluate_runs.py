@@ -84,6 +84,28 @@ def test_a_kinds_failures_split_into_left_as_input_part_wrong_and_rest_damaged()
     assert cells["remove failed: input/part/rest"] == "1/0/0"
 
 
+def test_the_plus_columns_split_ratios_generations_and_references_by_words():
+    def case(case_id, category, success, layout=None, turns=1):
+        turn = {"success": success, "layout": layout}
+        return {"id": case_id, "category": category, "chain": turns > 1,
+                "turns": [dict(turn, success=False)] * (turns - 1) + [turn]}
+
+    cases = [case("wide-00000", "recolor", True, True), case("wide-00001", "add", False, False),
+             case("wide-generation-00000", "generation", True, True),
+             case("wide-generation-00001", "generation", False, True),
+             case("wide-chain-00000", "chain", True, False, turns=5),
+             case("reference-train-00000", "ref_object", True, True),
+             case("reference-train-00001", "ref_object", False, False),
+             case("reference-heldout-00000", "ref_colour", True, None)]
+    cells = _module().plus_column(cases)
+    assert cells["non-square recolor"] == "100% / 100%" and cells["non-square add"] == "0% / 0%"
+    assert cells["non-square background"] == "-" and cells["non-square 4 kinds"] == "50% / 50%"
+    assert cells["generation 16:9"] == "100% / 100%" and cells["generation 9:16"] == "0% / 100%"
+    assert cells["non-square chain, turn 5"] == "100% / 0%"
+    assert cells["ref_object, train words"] == "50% / 50%"
+    assert cells["ref_colour, heldout words"] == "100% / n/a"
+
+
 def test_the_script_scores_an_export_and_a_run_folder_side_by_side(tmp_path):
     from openkontext.model import LoadedModel
     from openkontext.weights import save_mini

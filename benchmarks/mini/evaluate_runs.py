@@ -11,9 +11,15 @@ part wrong / the rest of the picture damaged too), and whether the floor to ship
     .venv/bin/python benchmarks/mini/evaluate_runs.py /work/runs/A /work/runs/B \\
         src/openkontext/embedded --out /tmp/evaluated --seeds 0 1
 
-Each suite report is written as OUT/<name>/suite_seed<k>.json (the `openkontext eval --json`
-format; with `--no-preserve`, no paste-back, suite_seed<k>_nopreserve.json); the exports are
-OUT/<name>/mini.{json,safetensors}, ready to copy into the package.
+With `--suite shapes-plus` the columns are the other suite's groups instead (issue 34): edits on
+non-square canvases per kind, generations at 16:9 and 9:16, the last turn of non-square chains,
+and reference edits per kind in trained and held-out words, each as success / layout (every
+object in its cell and colour, every background right).
+
+Each suite report is written as OUT/<name>/suite_seed<k>.json (shapes-plus: plus_seed<k>.json;
+the `openkontext eval --json` format; with `--no-preserve`, no paste-back,
+suite_seed<k>_nopreserve.json); the exports are OUT/<name>/mini.{json,safetensors}, ready to
+copy into the package.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ import typer
 from openkontext.eval import build_suite, evaluate
 from openkontext.eval.dataset import load_cases
 from openkontext.eval.report import ALL_EDITS, GENERATION
-from openkontext.eval.suite import suite_label
+from openkontext.eval.suite import REFERENCE_KINDS as PLUS_REFERENCE_KINDS
+from openkontext.eval.suite import WIDE_KINDS, suite_label
 from openkontext.pipeline import Kontext
 from openkontext.train.cli import export
 from openkontext.world.edits import KINDS
@@ -126,6 +133,38 @@ def column(summary: dict, cases: list[dict] | None = None) -> dict[str, str]:
     return cells
 
 
+def _rates(turns: list[dict]) -> str:
+    """"success / layout" over turns (layout over those that have a verdict)."""
+    if not turns:
+        return "-"
+    ok = sum(t["success"] for t in turns) / len(turns)
+    judged = [t["layout"] for t in turns if t.get("layout") is not None]
+    layout = f"{sum(judged) / len(judged):.0%}" if judged else "n/a"
+    return f"{ok:.0%} / {layout}"
+
+
+def plus_column(cases: list[dict]) -> dict[str, str]:
+    """One table column of the shapes-plus suite from a report's cases: row name -> cell."""
+    def part(prefix: str) -> list[dict]:
+        return [c for c in cases if c["id"].rsplit("-", 1)[0] == prefix]
+
+    cells = {}
+    wide = part("wide")
+    for kind in WIDE_KINDS:
+        cells[f"non-square {kind}"] = _rates([c["turns"][0] for c in wide if c["category"] == kind])
+    cells["non-square 4 kinds"] = _rates([c["turns"][0] for c in wide])
+    gens = part("wide-generation")  # written alternating 16:9, 9:16
+    for i, ratio in enumerate(("16:9", "9:16")):
+        cells[f"generation {ratio}"] = _rates([c["turns"][0] for c in gens[i::2]])
+    cells["non-square chain, turn 5"] = _rates([c["turns"][-1] for c in part("wide-chain")])
+    for split in ("train", "heldout"):
+        refs = part(f"reference-{split}")
+        for kind in PLUS_REFERENCE_KINDS:
+            cells[f"{kind}, {split} words"] = _rates(
+                [c["turns"][0] for c in refs if c["category"] == kind])
+    return cells
+
+
 def print_table(columns: dict[str, dict[str, str]]) -> None:
     rows = list(dict.fromkeys(row for cells in columns.values() for row in cells))
     width = max(len(r) for r in rows)
@@ -143,6 +182,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="exports and reports go here")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--suite-size", type=int, default=10, help="cases per kind and split")
+    parser.add_argument("--suite", choices=("shapes", "shapes-plus"), default="shapes",
+                        help="the square suite, or other ratios and references")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument(
         "--no-preserve", action="store_true", help="no paste-back (the model's own pixels)"
@@ -160,6 +201,7 @@ def main() -> None:
             parser.error(f"{source} is neither a mini export (mini.json) nor a run (flux.pt)")
     columns: dict[str, dict[str, str]] = {}
     tail = "_nopreserve" if args.no_preserve else ""  # of each report's file name
+    stem = "suite" if args.suite == "shapes" else "plus"
     with tempfile.TemporaryDirectory() as tmp:
         suites: dict[int, list] = {}  # native size -> the suite's cases at that size
         for source, name in zip(args.sources, names, strict=True):
@@ -167,14 +209,18 @@ def main() -> None:
             kontext = Kontext.load(str(folder))
             size = kontext.model.preset.native_size
             if size not in suites:
-                jsonl = build_suite(Path(tmp) / str(size), args.suite_size, size)
+                jsonl = build_suite(Path(tmp) / str(size), args.suite_size, size, args.suite,
+                                    kontext.model.preset.latent_multiple)
                 suites[size] = load_cases(jsonl, size)
             (args.out / name).mkdir(parents=True, exist_ok=True)
             for seed in args.seeds:
                 report = evaluate(kontext, suites[size], seed=seed, preserve=not args.no_preserve)
-                report.settings["dataset"] = suite_label(args.suite_size)
-                data = report.write_json(args.out / name / f"suite_seed{seed}{tail}.json")
-                columns[f"{name} s{seed}"] = column(data["summary"], data["cases"])
+                report.settings["dataset"] = suite_label(args.suite_size, args.suite)
+                data = report.write_json(args.out / name / f"{stem}_seed{seed}{tail}.json")
+                columns[f"{name} s{seed}"] = (
+                    column(data["summary"], data["cases"]) if args.suite == "shapes"
+                    else plus_column(data["cases"])
+                )
                 print(f"{name} seed {seed}: {report.seconds:.0f} s", file=sys.stderr)
     print_table(columns)
 
