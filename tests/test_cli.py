@@ -25,6 +25,18 @@ def test_edit_writes_images_and_json(scene, tmp_path):
             assert im.format == "WEBP" and im.size == (64, 64)
 
 
+def test_speed_reaches_the_edit_and_its_report(scene, tmp_path):
+    args = ["edit", str(scene), "make the circle blue", "--seed", "4", "--json", "--weights",
+            "random", "--steps", "4"]
+    docs = {}
+    for speed in ("quality", "fast"):
+        r = runner.invoke(app, [*args, "-o", str(tmp_path / f"{speed}.png"), "--speed", speed])
+        assert r.exit_code == 0, r.output
+        docs[speed] = json.loads(r.stdout.strip().splitlines()[-1])
+    assert docs["quality"]["speed"] == "quality" and docs["quality"]["skipped_steps"] == 0
+    assert docs["fast"]["speed"] == "fast"
+
+
 def test_generate_with_aspect_ratio(tmp_path):
     out = tmp_path / "g.png"
     r = runner.invoke(app, ["generate", "on white: small red circle center", "-o", str(out),
@@ -43,6 +55,7 @@ def test_generate_with_aspect_ratio(tmp_path):
         (["--steps", "0"], "steps"),
         (["-n", "9"], "--num-images"),
         (["--quality", "0"], "--quality"),
+        (["--speed", "warp"], "--speed"),
     ],
 )
 def test_bad_options_exit_2_with_a_message(scene, tmp_path, args, message):
@@ -85,6 +98,18 @@ def test_chat_five_turns_with_undo_branch_history_and_save(scene, tmp_path):
     doc = json.loads((tmp_path / "saved" / "session.json").read_text())
     assert [t["parent"] for t in doc["turns"]] == [0, 1, 1, 3, 2]
     assert doc["head"] == 5
+
+
+def test_chat_and_generate_take_a_speed(scene, tmp_path):
+    r = runner.invoke(app, ["chat", str(scene), "--output-dir", str(tmp_path / "turns"),
+                            "--speed", "balanced", *FAST],
+                      input=f"make the circle blue\n/save {tmp_path / 'saved'}\n/quit\n")
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "saved" / "session.json").read_text())
+    assert doc["defaults"]["speed"] == "balanced"
+    for command in (["generate", "a red circle"], ["chat", str(scene)]):
+        r = runner.invoke(app, [*command, "--speed", "warp", *FAST])
+        assert r.exit_code == EXIT_BAD_INPUT and "--speed" in r.output and "warp" in r.output
 
 
 def test_demo_runs_a_session_and_judges_every_turn(tmp_path):

@@ -48,6 +48,7 @@ from openkontext.files import (
     image_outputs,
 )
 from openkontext.serve.cli import register as register_serve
+from openkontext.speed import DEFAULT_SPEED, SPEEDS
 from openkontext.train.cli import app as train_app
 from openkontext.world.cli import app as world_app
 
@@ -83,6 +84,15 @@ Aspect = Annotated[str | None, typer.Option("--aspect-ratio", help="W:H, 21:9 ..
 Width = Annotated[int | None, typer.Option(help="explicit width (with --height)")]
 Height = Annotated[int | None, typer.Option(help="explicit height (with --width)")]
 NumImages = Annotated[int, typer.Option("--num-images", "-n", min=1, max=4, help="one batch")]
+SpeedChoice = enum.StrEnum("SpeedChoice", {name: name for name in SPEEDS})
+SpeedOption = Annotated[
+    SpeedChoice | None,
+    typer.Option(
+        "--speed",
+        help="quality: every transformer block at every step; balanced, fast: steps whose first "
+        f"block barely changed reuse the other blocks' last output (default: {DEFAULT_SPEED})",
+    ),
+]
 
 
 class ImageFormat(enum.StrEnum):
@@ -191,6 +201,8 @@ def _report(result, paths: list[Path], as_json: bool) -> None:
         "height": result.height,
         "steps": result.steps,
         "guidance": result.guidance,
+        "speed": result.speed,
+        "skipped_steps": result.skipped_steps,
         "prompt": result.prompt,
         "model": result.model,
         "seconds": round(result.seconds, 3),
@@ -232,6 +244,7 @@ def edit(
     quality: Quality = 95,
     style: Style = None,
     preserve: Preserve = True,
+    speed: SpeedOption = None,
     lora: Loras = None,
     weights: Weights = None,
     text_encoders: TextEncoders = None,
@@ -249,7 +262,7 @@ def edit(
     with _errors():
         settings = Settings(
             seed, steps, guidance, aspect_ratio, width, height, num_images, style, preserve,
-            loras=read_loras(lora),
+            loras=read_loras(lora), speed=speed and speed.value,
         )
         images = [check_input_file(p) for p in [image, *(reference or [])]]
         fmt = _check_outputs(output, fmt, num_images)
@@ -274,6 +287,7 @@ def generate(
     fmt: Format = None,
     quality: Quality = 95,
     style: Style = None,
+    speed: SpeedOption = None,
     lora: Loras = None,
     weights: Weights = None,
     text_encoders: TextEncoders = None,
@@ -290,7 +304,7 @@ def generate(
 
     with _errors():
         settings = Settings(seed, steps, guidance, aspect_ratio, width, height, num_images, style,
-                            loras=read_loras(lora))
+                            loras=read_loras(lora), speed=speed and speed.value)
         fmt = _check_outputs(output, fmt, num_images)
         kontext = Load(weights, device, dtype, offload, threads, text_encoders, tokenizers,
                        weights_dtype)()
@@ -335,6 +349,7 @@ def chat(
     ] = None,
     seed: Seed = None,
     steps: Steps = None,
+    speed: SpeedOption = None,
     lora: Loras = None,
     weights: Weights = None,
     device: Device = None,
@@ -359,7 +374,8 @@ def chat(
                 check_output_folder(folder)
         loras = read_loras(lora)
         kontext = Load(weights, device, dtype, threads=threads)()
-        session = kontext.session(image, seed=seed, steps=steps, loras=loras)
+        session = kontext.session(image, seed=seed, steps=steps, loras=loras,
+                                  speed=speed and speed.value)
         run_chat(session, sys.stdin, err, output_dir, save, _progress)
 
 

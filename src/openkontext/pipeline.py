@@ -26,9 +26,11 @@ from openkontext.loras import MAX_LORAS, LoraLibrary, check_strength
 from openkontext.model import LoadedModel
 from openkontext.model.lora import applied as lora_adapters
 from openkontext.model.lora import check_fits
+from openkontext.model.step_cache import StepCache
 from openkontext.preserve import paste_back
 from openkontext.resolution import resolve_size
 from openkontext.sampling import round_trip, run_tensors
+from openkontext.speed import DEFAULT_SPEED, SPEEDS, check_speed
 from openkontext.weights import load_model
 from openkontext.world.likeness import NOTICE as SHAPES_WORLD_NOTICE
 from openkontext.world.likeness import looks_like_shapes_world
@@ -79,6 +81,7 @@ class Settings:
     preserve: bool = True  # paste back pixels the edit did not change
     # LoRAs for this request: (path, or a name in the server's LoRA folder; strength).
     loras: Sequence[tuple[str, float]] = ()
+    speed: str | None = None  # quality | balanced | fast (openkontext.speed); None: the default
 
 
 @dataclass
@@ -94,6 +97,8 @@ class Result:
     model: str
     changed: list[np.ndarray] = field(default_factory=list)  # per image, when preserved
     notice: str | None = None  # something the user should know about this result
+    speed: str = DEFAULT_SPEED
+    skipped_steps: int = 0  # steps of the batch that ran only the transformer's first block
 
     def encode(
         self,
@@ -131,12 +136,14 @@ class Plan:
     preserve: bool
     notice: str | None = None  # passed on to the result (see Result.notice)
     loras: tuple[tuple[str, float], ...] = ()  # (name or path, strength), checked
+    speed: str = DEFAULT_SPEED
 
     @property
     def batch_key(self) -> tuple:
-        """Plans with equal keys can share one batch through the model (LoRAs included)."""
+        """Plans with equal keys can share one batch through the model (LoRAs and speed
+        included)."""
         refs = tuple(img.size for img in self.ref_images)
-        return (self.steps, self.guidance, self.width, self.height, refs, self.loras)
+        return (self.steps, self.guidance, self.width, self.height, refs, self.loras, self.speed)
 
     @property
     def megapixel_steps(self) -> float:
@@ -161,9 +168,12 @@ class Kontext:
         style_presets: dict[str, str] | None = None,
         limits: imaging.ImageLimits = imaging.DEFAULT_LIMITS,
         loras: LoraLibrary | None = None,
+        speeds: dict[str, float | None] | None = None,
     ):
         self.model = model
         self.style_presets = STYLE_PRESETS if style_presets is None else style_presets
+        # Speed name -> step-cache threshold (None: every block of every step).
+        self.speeds = SPEEDS if speeds is None else speeds
         self.limits = limits
         self.loras = LoraLibrary() if loras is None else loras  # default: any path
 
@@ -179,6 +189,7 @@ class Kontext:
         *,
         tokenizers: str | Path | None = None,
         weights_dtype: str | None = None,
+        compile_transformer: bool = False,
         **kwargs,
     ) -> Kontext:
         """The embedded mini model (weights=None), a mini export folder, or real FLUX.1 Kontext
@@ -193,7 +204,11 @@ class Kontext:
         (the transformer's blocks streamed to the device a group at a time).
 
         Sets torch's CPU thread count on the calling thread: `threads`, else OMP_NUM_THREADS,
-        else by the model's size (`openkontext.threads`: one thread for the mini models)."""
+        else by the model's size (`openkontext.threads`: one thread for the mini models).
+
+        `compile_transformer`: `torch.compile` the transformer (the same bytes; on the embedded
+        model 0.87x the edit time after about 40 s of compiling on the first edit, see
+        docs/benchmarks.md, "CPU inference paths"): for a server, not for one edit."""
         cpu_threads.check(threads)  # before any weights load
         offload = check_offload(offload)
         dev = choose_device(device)
@@ -203,6 +218,8 @@ class Kontext:
         if offload != "none":  # each part (or block group) visits `dev` only while it runs
             model = dataclasses.replace(model, device=dev, offload=offload)
         cpu_threads.apply(threads, model)
+        if compile_transformer:
+            model.flux.compile()
         return cls(model, **kwargs)
 
     # -- front doors ---------------------------------------------------------------------------
@@ -246,7 +263,8 @@ class Kontext:
 
         Each request is read, validated and sized exactly as `run` does, and its results equal
         a `run` of it alone (to float rounding). The requests must agree on `Plan.batch_key`
-        (steps, guidance, output size, number and sizes of references); else ValueError.
+        (steps, guidance, output size, number and sizes of references, LoRAs, speed); else
+        ValueError.
         Every Result's `seconds` is the time of the whole batch.
         """
         started = time.perf_counter()
@@ -269,6 +287,7 @@ class Kontext:
         if not 1 <= steps <= 50:
             raise ValueError(f"steps must be 1..50, got {steps}")
         check_guidance(guidance)
+        speed = check_speed(settings.speed, self.speeds)
         seed = secrets.randbelow(2**32) if settings.seed is None else settings.seed
         seeds = [seed + i for i in range(settings.num_images)]
         # 2. Sizes: the output, and each reference at its own preferred size.
@@ -287,7 +306,7 @@ class Kontext:
         if preset.shapes_world_only and not all(looks_like_shapes_world(img) for img in pil):
             notice = SHAPES_WORLD_NOTICE
         return Plan(prompt, seeds, width, height, steps, guidance, ref_images, settings.preserve,
-                    notice, loras)
+                    notice, loras, speed)
 
     def _check_loras(self, requested: Sequence[tuple[str, float]]) -> tuple[tuple[str, float], ...]:
         """Each LoRA read (once per file) and checked against this model."""
@@ -310,7 +329,9 @@ class Kontext:
         first = plans[0]
         if any(p.batch_key != first.batch_key for p in plans):
             keys = sorted({str(p.batch_key) for p in plans})
-            raise ValueError(f"requests of one batch must share steps, guidance and sizes: {keys}")
+            raise ValueError(
+                f"requests of one batch must share steps, guidance, sizes, LoRAs and speed: {keys}"
+            )
         # 3. One batch through the model. One request shares its references across its images;
         # several give each output row its own request's references.
         prompts = [p.prompt for p in plans for _ in p.seeds]
@@ -329,6 +350,8 @@ class Kontext:
                 for k in range(len(first.ref_images))
             ] or None
         loras = [(self.loras.get(ref), strength) for ref, strength in first.loras]
+        threshold = self.speeds[first.speed]
+        cache = None if threshold is None else StepCache(threshold)
         with lora_adapters(self.model.flux, loras):
             out = run_tensors(
                 self.model,
@@ -341,6 +364,7 @@ class Kontext:
                 references,
                 on_step,
                 cancelled,
+                cache,
             )
         arrays = list(imaging.tensor_to_uint8(out))
         # 4. Per request: paste back unedited pixels when the output has the first input's size.
@@ -366,6 +390,8 @@ class Kontext:
                     seconds=time.perf_counter() - started,
                     changed=changed,
                     notice=p.notice,
+                    speed=p.speed,
+                    skipped_steps=0 if cache is None else cache.skipped,
                 )
             )
         return results

@@ -8,6 +8,7 @@ and the benchmarks call it directly.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from torch import Tensor
 
 from openkontext import flow
 from openkontext.model import Flux, LoadedModel
+from openkontext.model.step_cache import StepCache
 from openkontext.packing import References, image_ids, pack, text_ids, unpack
 
 
@@ -108,10 +110,12 @@ def sample_latents(
     on_step: flow.StepCallback | None = None,
     cancelled: Callable[[], bool] | None = None,
     empty_text: tuple[Tensor, Tensor] | None = None,
+    step_cache: StepCache | None = None,
 ) -> Tensor:
     """Denoise `noise` (B, z, h, w) into normalised latents of the same shape. `guidance`: the
     distilled guidance of a model that embeds it, else ignored; with `empty_text` (the text
-    encoder's (txt, vec) for "", see `uses_classifier_free`) the classifier-free scale."""
+    encoder's (txt, vec) for "", see `uses_classifier_free`) the classifier-free scale. With
+    `step_cache` (a fresh one), steps skip the transformer's later blocks where it allows."""
     batch, _, h, w = noise.shape
     img = pack(noise)
     timesteps = flow.get_schedule(steps, img.shape[1])
@@ -119,6 +123,8 @@ def sample_latents(
     if not model.flux.params.guidance_embed:
         guidance = None
     with model.using(model.flux) as flux, _checked_between_blocks(flux, cancelled):
+        if step_cache is not None:
+            flux = functools.partial(flux, step_cache=step_cache)
         if empty_text is not None:
             flux = flow.classifier_free(flux, *empty_text, scale)
         out = flow.denoise(
@@ -149,11 +155,12 @@ def run_tensors(
     references: list[Tensor] | None = None,
     on_step: flow.StepCallback | None = None,
     cancelled: Callable[[], bool] | None = None,
+    step_cache: StepCache | None = None,
 ) -> Tensor:
     """Edit (references given) or generate (none): -> images (B, 3, height, width) in [-1, 1].
 
     prompts and seeds have one entry per output image; references are shared by all outputs
-    unless their batch equals the number of prompts.
+    unless their batch equals the number of prompts. `step_cache`: see `sample_latents`.
     """
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
@@ -170,7 +177,7 @@ def run_tensors(
     factor = model.ae.params.downsample
     noise = initial_noise(seeds, model.z_channels, height, width, model.device, model.dtype, factor)
     z = sample_latents(
-        model, txt, vec, noise, steps, guidance, refs, on_step, cancelled, empty_text
+        model, txt, vec, noise, steps, guidance, refs, on_step, cancelled, empty_text, step_cache
     )
     # 4. Decode.
     with model.using(model.ae) as ae:

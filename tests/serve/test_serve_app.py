@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import math
 import time
 
 from PIL import Image
 
+from openkontext.pipeline import Kontext
 from openkontext.serve import urls
+from openkontext.speed import SPEEDS
 
 from .conftest import SlowKontext, png_b64
 
@@ -55,6 +58,25 @@ def test_generation_batch_is_deterministic(serve):
     w, h = Image.open(io.BytesIO(images[0].content)).size
     assert w > h
     assert images[0].content != images[1].content  # different seeds
+
+
+def test_speed_is_an_optional_field_with_the_servers_default(serve, mini_model):
+    """`speed` reaches the pipeline (here with a `fast` that skips every step it can, so its
+    picture differs from quality's); a request without it gets the server's setting."""
+    body = {"prompt": "make the square green", "input_image": png_b64(), "seed": 7, "steps": 4}
+
+    def picture(live, **extra) -> bytes:
+        r = live.submit({**body, **extra})
+        assert r.status_code == 200, r.text
+        done = live.wait(r.json()["polling_url"])
+        assert done["status"] == "Ready", done
+        return live.client.get(done["result"]["sample"]).content
+
+    kontext = Kontext(mini_model, speeds={**SPEEDS, "fast": math.inf})
+    live = serve(kontext)
+    quality, fast = picture(live), picture(live, speed="fast")
+    assert picture(live, speed="quality") == quality != fast
+    assert picture(serve(kontext, speed="fast")) == fast
 
 
 def test_runtime_error_status(serve, mini_model):

@@ -31,6 +31,8 @@ BAD_BODIES = [
     ({"prompt": "x", "loras": [{"name": "a", "scale": 5}]}, "scale"),
     ({"prompt": "x", "loras": [{"name": "a"}] * 5}, "loras"),
     ({"prompt": "x", "loras": [{"name": "a"}]}, "name"),  # this server has no LoRAs
+    ({"prompt": "x", "speed": "warp"}, "speed"),
+    ({"prompt": "x", "speed": 1}, "speed"),
 ]
 
 

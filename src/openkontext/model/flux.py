@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from itertools import islice
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -15,6 +17,9 @@ from openkontext.model.layers import (
     SingleStreamBlock,
     timestep_embedding,
 )
+
+if TYPE_CHECKING:
+    from openkontext.model.step_cache import StepCache
 
 
 @dataclass(frozen=True)
@@ -86,12 +91,14 @@ class Flux(nn.Module):
         timesteps: Tensor,
         y: Tensor,
         guidance: Tensor | None = None,
+        step_cache: StepCache | None = None,
     ) -> Tensor:
         """Velocity for every image token.
 
         img: (B, Li, in_channels) target tokens, then reference tokens if any
         img_ids: (B, Li, 3), txt: (B, Lt, context_in_dim), txt_ids: (B, Lt, 3)
         timesteps: (B,) in [0, 1], y: (B, vec_in_dim), guidance: (B,) distilled guidance
+        step_cache: the sampling run's cache, when steps may skip blocks (see step_cache.py)
         -> (B, Li, out_channels); the caller slices off reference tokens.
         """
         # 1. Conditioning vector for adaLN.
@@ -107,13 +114,23 @@ class Flux(nn.Module):
         txt = self.txt_in(txt)
         pe = self.pe_embedder(torch.cat((txt_ids, img_ids), dim=1))
 
-        # 3. Double-stream blocks, then single-stream over the joint sequence.
-        for block in self.double_blocks:
+        # 3. The blocks (through the step cache, if any), then the output layer on the image
+        # tokens.
+        if step_cache is None:
+            x = self.blocks(img, txt, vec, pe)
+        else:
+            x = step_cache.run(self, img, txt, vec, pe)
+        return self.final_layer(x[:, txt.shape[1] :], vec)
+
+    def blocks(self, img: Tensor, txt: Tensor, vec: Tensor, pe: Tensor, start: int = 0) -> Tensor:
+        """Double-stream blocks from index `start`, then single-stream ones over the joint
+        sequence. img: (B, Li, D), txt: (B, Lt, D) -> (B, Lt + Li, D), text first."""
+        for block in islice(self.double_blocks, start, None):
             img, txt = block(img, txt, vec, pe)
         x = torch.cat((txt, img), dim=1)
         for block in self.single_blocks:
             x = block(x, vec, pe)
-        return self.final_layer(x[:, txt.shape[1] :], vec)
+        return x
 
     def init_weights(self) -> None:
         """Initialisation for training from scratch: Xavier linears, zeroed adaLN and output

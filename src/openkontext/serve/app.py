@@ -71,7 +71,8 @@ def create_app(
             return Kontext.load(s.weights, device=s.device, dtype=s.dtype,
                                 text_encoders=s.text_encoders, offload=s.offload,
                                 threads=s.threads, tokenizers=s.tokenizers,
-                                weights_dtype=s.weights_dtype, limits=s.image_limits)
+                                weights_dtype=s.weights_dtype, limits=s.image_limits,
+                                compile_transformer=s.compile_transformer)
     # LoRAs by name from the operator's folder, never by path; a configured folder that is not
     # there stops start-up. Whatever the factory, the model it makes uses this library.
     if s.loras_dir is not None and not s.loras_dir.is_dir():

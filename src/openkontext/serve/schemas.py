@@ -23,6 +23,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from openkontext.loras import MAX_LORAS, MAX_STRENGTH
 from openkontext.resolution import parse_aspect_ratio
+from openkontext.speed import Speed
 
 IMAGE_FIELDS = ("input_image", "input_image_2", "input_image_3", "input_image_4")
 
@@ -94,6 +95,12 @@ class KontextRequest(BaseModel):
         default=None, max_length=MAX_LORAS,
         description=f"LoRAs from GET /v1/loras, at most {MAX_LORAS}; an extension of this "
         "server's, which the hosted API does not have")
+    # Also an extension, like the hosted API's `go_fast`: how much quality a faster edit may cost.
+    speed: Speed | None = Field(
+        default=None,
+        description="quality (every transformer block at every step), balanced or fast (steps "
+        "whose first block barely changed reuse the rest's last output); default: the server's "
+        "setting; an extension of this server's, like the hosted API's go_fast")
 
     @field_validator("prompt")
     @classmethod

@@ -30,6 +30,7 @@ from pydantic_settings import (
 
 from openkontext.imaging import ImageLimits
 from openkontext.serve.classifiers import BUILTIN_CLASSIFIERS
+from openkontext.speed import Speed
 
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("openkontext_config_file", default=None)
 HASH_PREFIX = "sha256:"
@@ -70,6 +71,12 @@ class ServeSettings(BaseSettings):
     # torch CPU threads for the worker; default: OMP_NUM_THREADS, else by model size (one for
     # the mini models; see openkontext.threads)
     threads: int | None = Field(default=None, ge=1)
+    # A request's `speed` when it names none (quality | balanced | fast; see openkontext.speed);
+    # None: the pipeline's default.
+    speed: Speed | None = None
+    # torch.compile the transformer: the same pictures, about 0.87x the time of a mini edit after
+    # a first edit that compiles (about 40 s on a 2-core CPU; docs/benchmarks.md).
+    compile_transformer: bool = False
     # LoRAs clients may ask for by name: NAME.safetensors files in this folder (clients never
     # pass paths); None: no LoRAs. A configured folder that does not exist stops start-up.
     loras_dir: Path | None = None

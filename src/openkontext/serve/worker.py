@@ -14,7 +14,7 @@ without a word: its new owner finishes it. Cancellation is checked between the t
 blocks; a job cancelled while the server shuts down is recorded as cancelled, not requeued.
 
 Batching rule: jobs share a batch when the pipeline plans them to the same steps, guidance,
-output size, input-image sizes and LoRAs (`Plan.batch_key`), up to `max_batch_images` output
+output size, input-image sizes, LoRAs and speed (`Plan.batch_key`), up to `max_batch_images` output
 images in all. Only the next BATCH_WINDOW queued jobs are looked at; a job that fits may run
 before an older one that does not. A batch whose jobs were not all cancelled runs to the end,
 and the cancelled ones are then recorded as cancelled.
@@ -276,6 +276,7 @@ class Worker:
             height=params.get("height"), num_images=params.get("num_images", 1),
             style_preset=params.get("style_preset"),
             loras=[(c["name"], c["scale"]) for c in params.get("loras") or []],
+            speed=params.get("speed") or self.settings.speed,
         )
 
     # -- running a batch ---------------------------------------------------------------------------

@@ -44,7 +44,7 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 SessionId = Annotated[str, Path(description="the session's id")]
 # What a turn records of its request, besides instruction, seed and parent.
 TURN_SETTINGS = ("steps", "guidance", "aspect_ratio", "width", "height", "output_format",
-                 "output_quality", "safety_tolerance", "prompt_upsampling", "style_preset")
+                 "output_quality", "safety_tolerance", "prompt_upsampling", "style_preset", "speed")
 NO_SESSION = "no such session"
 NOT_JSON = "the body cannot be read as JSON text (it is not UTF-8)"
 ZIP_CHUNK = 1 << 16
