@@ -51,3 +51,19 @@ def test_hash_key_and_bad_config(monkeypatch, tmp_path):
     assert result.output.strip() == hash_key("k") and not calls
     result, calls = _run(monkeypatch, ["--config", str(tmp_path / "none.toml")])
     assert result.exit_code == 2 and "does not exist" in result.output and not calls
+
+
+def test_ray_flags_reach_the_settings_and_bad_ones_stop_it(monkeypatch, tmp_path):
+    from openkontext.serve.ray_executor import RayExecutor
+
+    result, calls = _run(monkeypatch, ["--data-dir", str(tmp_path), "--executor", "ray",
+                                       "--autoscale", "1:3", "--ray-address", "head:6379"])
+    assert result.exit_code == 0, result.output
+    services = calls[0][0].state.services
+    s = services.settings
+    assert (s.executor, s.ray_autoscale, s.ray_address) == ("ray", (1, 3), "head:6379")
+    assert isinstance(services.worker, RayExecutor)  # not started: uvicorn.run is replaced
+    for bad, says in ((["--replicas", "2", "--autoscale", "1:3"], "exclude each other"),
+                      (["--autoscale", "4"], "MIN:MAX"), (["--autoscale", "3:1"], "min <= max")):
+        result, _ = _run(monkeypatch, ["--data-dir", str(tmp_path), "--executor", "ray", *bad])
+        assert result.exit_code == 2 and says in result.output, result.output

@@ -143,6 +143,26 @@ def test_reclaim_takes_back_only_expired_or_dead_claims(store):
     assert store.heartbeat([b.id], "host:2:bbbb", 30) == set()
 
 
+def test_hand_over_passes_a_claim_once_and_only_from_its_owner(store):
+    a = _job(1.0)
+    store.add(a)
+    store.claim_next("host:1:disp", lease=0.5)
+    assert store.hand_over(a.id, "host:9:other", "host:2:rep", 30) is None
+    got = store.hand_over(a.id, "host:1:disp", "host:2:rep", 30)
+    assert got.owner == "host:2:rep" and got.lease_until > time.time() + 20
+    # A second hand-over of the same claim (a retried call) finds it gone.
+    assert store.hand_over(a.id, "host:1:disp", "host:3:rep", 30) is None
+    # The dispatcher's heartbeat no longer holds it; the replica's does, past the old lease.
+    assert store.heartbeat([a.id], "host:1:disp", 30) == set()
+    time.sleep(0.6)
+    assert store.reclaim() == 0
+    assert store.heartbeat([a.id], "host:2:rep", 30) == {a.id}
+    # Taken back from a dead replica, it cannot be handed over again by the old claim.
+    assert store.reclaim(lambda owner: owner == "host:2:rep") == 1
+    assert store.hand_over(a.id, "host:1:disp", "host:2:rep", 30) is None
+    assert store.get(a.id).state == State.QUEUED
+
+
 def test_finish_is_idempotent_and_only_for_the_owner(store):
     from openkontext.serve.usage import Usage
 

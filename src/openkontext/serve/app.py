@@ -100,10 +100,15 @@ def create_app(
     session_store = SessionStore(s, store)
     metrics = Metrics()
     webhooks = Webhooks(s, store, lambda job: result_body(job, job.base_url, s))
-    worker = Worker(
-        s, store, load_kontext, metrics, on_finished=webhooks.submit,
-        on_session_job=session_store.settle_job, image_classifier=image_classifier,
-    )
+    if s.executor == "ray":  # the model runs in Ray Serve replicas (docs/scale.md)
+        from openkontext.serve.ray_executor import RayExecutor
+
+        worker = RayExecutor(s, store, metrics)
+    else:
+        worker = Worker(
+            s, store, load_kontext, metrics, on_finished=webhooks.submit,
+            on_session_job=session_store.settle_job, image_classifier=image_classifier,
+        )
     upsampler = prompt_upsampler or load_plugin(s.prompt_upsampler)
     if upsampler is None and s.upsampler_url and s.upsampler_model:
         upsampler = OpenAIChatUpsampler(s.upsampler_url, s.upsampler_model,

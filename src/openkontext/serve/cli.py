@@ -41,6 +41,21 @@ def serve_command(
         int | None, typer.Option(min=1, help="torch CPU threads of the worker (default: by "
                                  "model size)")
     ] = None,
+    executor: Annotated[
+        str | None, typer.Option(help="who runs the model: local (a thread here, the default) "
+                                 "or ray (Ray Serve replicas; docs/scale.md)")
+    ] = None,
+    replicas: Annotated[
+        int | None, typer.Option(min=1, help="--executor ray: model replicas (default 1)")
+    ] = None,
+    autoscale: Annotated[
+        str | None, typer.Option(help="--executor ray: MIN:MAX replicas, scaled on queue "
+                                 "depth (instead of --replicas)")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="--executor ray: a running cluster "
+                                 "(default: start a local Ray, stopped with the server)")
+    ] = None,
     print_key_hash: Annotated[
         str | None,
         typer.Option("--hash-key", help="print the hash of this API key for api_keys and exit"),
@@ -58,10 +73,14 @@ def serve_command(
     from openkontext.serve.classifiers import ClassifierError
 
     try:
+        if replicas is not None and autoscale is not None:
+            raise ValueError("--replicas and --autoscale exclude each other")
         settings = load_settings(config, host=host, port=port, data_dir=data_dir,
                                  weights=weights, threads=threads, text_encoders=text_encoders,
                                  tokenizers=tokenizers, weights_dtype=weights_dtype,
-                                 offload=offload, loras_dir=loras_dir)
+                                 offload=offload, loras_dir=loras_dir, executor=executor,
+                                 ray_replicas=replicas, ray_address=ray_address,
+                                 ray_autoscale=parse_autoscale(autoscale))
         check_weights(settings)
     except (FileNotFoundError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
@@ -80,6 +99,16 @@ def serve_command(
         raise typer.Exit(2) from None
     typer.echo(f"image classifier: {app.state.image_classifier_summary}", err=True)
     uvicorn.run(app, host=settings.host, port=settings.port, proxy_headers=False, log_level="info")
+
+
+def parse_autoscale(text: str | None) -> tuple[int, int] | None:
+    """'MIN:MAX' -> (MIN, MAX); ValueError naming the flag for anything else."""
+    if text is None:
+        return None
+    low, sep, high = text.partition(":")
+    if not (sep and low.strip().isdigit() and high.strip().isdigit()):
+        raise ValueError(f"--autoscale takes MIN:MAX, e.g. 1:4, got {text!r}")
+    return int(low), int(high)
 
 
 def check_weights(settings) -> None:

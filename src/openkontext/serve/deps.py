@@ -22,7 +22,7 @@ from openkontext.serve.worker import Worker
 class Services:
     settings: ServeSettings
     store: JobStore
-    worker: Worker
+    worker: Worker  # or a RayExecutor (ray_executor.py), which shows routers the same face
     webhooks: Webhooks
     metrics: Metrics
     text_policy: TextPolicy

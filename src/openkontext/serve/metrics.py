@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
+from collections.abc import Callable
 
 from openkontext.serve.store import JobStore, State
 
@@ -68,6 +69,9 @@ class Metrics:
         self.job_seconds = Histogram()
         self.batch_size = Histogram((1, 2, 3, 4, 8, 16))
         self.throughput = Throughput()
+        # More exposition lines from the executor (the Ray executor's replicas and jobs in
+        # flight), called at each scrape.
+        self.sources: list[Callable[[], list[str]]] = []
 
     def render(self, store: JobStore) -> str:
         counts = store.count_by_state()
@@ -85,4 +89,6 @@ class Metrics:
             "# TYPE openkontext_batch_size histogram",
             *self.batch_size.lines("openkontext_batch_size"),
         ]
+        for source in self.sources:
+            lines += source()
         return "\n".join(lines) + "\n"

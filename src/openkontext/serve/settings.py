@@ -102,6 +102,19 @@ class ServeSettings(BaseSettings):
     # A running job's claim lasts this long unless its process renews it (every third of it);
     # a process that dies or hangs gives its jobs back to the queue after it.
     job_lease_seconds: float = Field(default=30.0, ge=0.5)
+    # Who runs the model: "local" (a worker thread in this process) or "ray" (a Ray Serve
+    # deployment, one pipeline per replica; docs/scale.md). With "ray", data_dir must be a
+    # folder every API process and every replica sees at the same path (inputs and results).
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None  # a running cluster; None: start a local Ray, stop it after
+    ray_app_name: str = "openkontext"  # the Serve application; API processes share it
+    ray_replicas: int = Field(default=1, ge=1)  # model replicas, without ray_autoscale
+    ray_autoscale: tuple[int, int] | None = None  # (min, max) replicas, scaled on queue depth
+    # Jobs queued at or running on a replica that the autoscaler aims for; None: a full batch
+    # (max_batch_images).
+    ray_target_jobs_per_replica: float | None = Field(default=None, gt=0)
+    ray_num_cpus: float = Field(default=1.0, ge=0)  # Ray CPUs a replica reserves
+    ray_num_gpus: float = Field(default=0.0, ge=0)  # GPUs a replica reserves (1 for kontext-dev)
     # Retention.
     result_ttl_seconds: float = Field(default=24 * 3600, gt=0)  # then job and files go
     signed_url_expiry_seconds: float = Field(default=600, gt=0)
@@ -187,6 +200,16 @@ class ServeSettings(BaseSettings):
         if self.zero_retention and self.keep_inputs:
             raise ValueError("zero_retention and keep_inputs contradict each other")
         return self
+
+    @field_validator("ray_autoscale")
+    @classmethod
+    def _check_autoscale(cls, bounds: tuple[int, int] | None) -> tuple[int, int] | None:
+        if bounds is None:
+            return None
+        low, high = bounds
+        if not (0 <= low <= high and high >= 1):
+            raise ValueError(f"ray_autoscale needs 0 <= min <= max and max >= 1, got {low}:{high}")
+        return bounds
 
     @field_validator("public_url")
     @classmethod

@@ -316,6 +316,18 @@ class JobStore:
             rows = conn.execute(select(t.c.id).where(*mine)).all()
         return {r.id for r in rows}
 
+    def hand_over(self, job_id: str, owner: str, new_owner: str, lease: float) -> Job | None:
+        """Pass a running job from `owner` to `new_owner` under a fresh lease (a dispatcher
+        handing a claimed job to the process that runs it); None, changing nothing, when the
+        job is no longer `owner`'s (taken back, finished, or handed over already)."""
+        t = self.t
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                update(t).where(t.c.id == job_id, t.c.owner == owner, t.c.state == State.RUNNING)
+                .values(owner=new_owner, lease_until=time.time() + lease)
+            ).rowcount
+        return self.get(job_id) if taken else None
+
     def set_progress(self, job_ids: str | list[str], progress: float,
                      owner: str | None = None) -> None:
         ids = [job_ids] if isinstance(job_ids, str) else job_ids
