@@ -13,13 +13,25 @@
 4. Stops the server, then times `Kontext.run` in this process on the same inputs, one edit at
    a time: the direct cost of an edit with no API around it.
 
+With --batch-sizes 1,2,4 instead: throughput against batch size. For each size B, a server
+with max_batch_images B and B clients polling every --poll seconds for --duration seconds
+(edits/s sustained, mean batch from /metrics), next to direct `Kontext.run_many` of B edits in
+this process (edits/s of the pipeline's batching with no API around it).
+
+With --paired N instead: the API's overhead per request measured in pairs, so that background
+load that changes during the run hits both sides alike: N times, one edit through the API (the
+sequential phase's submit, poll, download), then one direct `Kontext.run` in this process while
+the server idles. The overhead is the median of the N differences.
+
 Every phase is bounded by a request count and a time limit, so the script ends by itself.
 Everything stays on the loopback interface. Run it nice'd next to other work, with
 OMP_NUM_THREADS=1 (both the server and the direct calls then use one torch thread).
 
 Usage: python benchmarks/load_serve.py [--concurrency 4] [--duration 40] [--requests 300]
            [--sequential 15] [--direct 15] [--steps 16] [--size 64] [--poll 0.05]
-           [--max-batch-images 4] [--weights PATH|embedded]
+           [--max-batch-images 4] [--weights PATH|embedded] [--speed quality]
+       python benchmarks/load_serve.py --batch-sizes 1,2,4 [--duration 20] [--poll 0.25]
+       python benchmarks/load_serve.py --paired 15
 """
 
 from __future__ import annotations
@@ -79,9 +91,10 @@ def serve(data_dir: str, weights: str | None, max_batch_images: int) -> None:
     serve_on_free_port(app)
 
 
-def start_server(args, data_dir: str) -> tuple[subprocess.Popen, str]:
+def start_server(args, data_dir: str, max_batch_images: int | None = None
+                 ) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, __file__, "--serve-dir", data_dir,
-           "--max-batch-images", str(args.max_batch_images)]
+           "--max-batch-images", str(max_batch_images or args.max_batch_images)]
     if args.weights:
         cmd += ["--weights", args.weights]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
@@ -163,6 +176,87 @@ def batch_totals(url: str) -> tuple[float, float]:
 # -- the whole run ------------------------------------------------------------------------------
 
 
+def paired_overhead(args, body: dict, png: bytes, pairs: int) -> None:
+    """API edit, then direct edit, `pairs` times: the median difference is the overhead."""
+    from openkontext.pipeline import Settings
+
+    load_start = os.getloadavg()[0]
+    kontext = make_kontext(args.weights)
+    api, direct = [], []
+    with tempfile.TemporaryDirectory(prefix="load-serve-") as data_dir:
+        proc, url = start_server(args, data_dir)
+        try:
+            asyncio.run(run_phase(url, body, 1, 2, 60, args.poll))  # warm-up
+            kontext.run(body["prompt"], [png], Settings(seed=0, steps=args.steps, speed=args.speed))
+            for i in range(pairs):
+                phase = asyncio.run(run_phase(url, {**body, "seed": i}, 1, 1, 60, args.poll))
+                api += phase.latencies
+                started = time.perf_counter()
+                kontext.run(body["prompt"], [png],
+                            Settings(seed=i, steps=args.steps, speed=args.speed))
+                direct.append(time.perf_counter() - started)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    gaps = [a - d for a, d in zip(api, direct, strict=True)]
+    d = statistics.median(direct)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); model "
+          f"{kontext.model.preset.name} ({'random' if not args.weights else args.weights}); "
+          f"{args.size}x{args.size} input, {args.steps} steps, speed {args.speed}; load average "
+          f"{load_start:.1f} -> {os.getloadavg()[0]:.1f}")
+    print(f"{pairs} pairs (API edit, then direct Kontext.run): direct p50 {d * 1000:.1f} ms, API "
+          f"p50 {statistics.median(api) * 1000:.1f} ms; overhead per request p50 "
+          f"{statistics.median(gaps) * 1000:.1f} ms ({statistics.median(gaps) / d * 100:.0f}% of "
+          f"the direct edit), p10-p90 {percentile(gaps, 10) * 1000:.0f}-"
+          f"{percentile(gaps, 90) * 1000:.0f} ms; polls every {args.poll * 1000:.0f} ms")
+
+
+def batch_sweep(args, body: dict, png: bytes, sizes: list[int]) -> None:
+    """Edits/s against batch size: through the API and as direct `run_many` calls."""
+    from openkontext.pipeline import Settings
+
+    load_start, rows = os.getloadavg()[0], []
+    for size in sizes:
+        with tempfile.TemporaryDirectory(prefix="load-serve-") as data_dir:
+            proc, url = start_server(args, data_dir, max_batch_images=size)
+            try:
+                asyncio.run(run_phase(url, body, 1, 2, 60, args.poll))  # warm-up
+                jobs_before, batches_before = batch_totals(url)
+                load = asyncio.run(run_phase(url, body, size, args.requests, args.duration,
+                                             args.poll))
+                jobs_after, batches_after = batch_totals(url)
+            finally:
+                proc.terminate()
+                proc.wait(30)
+        batches = batches_after - batches_before
+        rows.append((size, len(load.latencies) / load.wall, load.failures,
+                     (jobs_after - jobs_before) / batches if batches else 0.0,
+                     percentile(load.latencies, 50)))
+    kontext = make_kontext(args.weights)
+    direct = {}
+    for size in sizes:
+        requests = [(body["prompt"], [png], Settings(seed=i, steps=args.steps,
+                                                     speed=args.speed)) for i in range(size)]
+        kontext.run_many(requests)  # warm-up
+        times = []
+        for _ in range(max(1, args.direct // size)):
+            started = time.perf_counter()
+            kontext.run_many(requests)
+            times.append(time.perf_counter() - started)
+        direct[size] = size / statistics.median(times)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); model "
+          f"{kontext.model.preset.name} ({'random' if not args.weights else args.weights}); "
+          f"{args.size}x{args.size} input, {args.steps} steps, speed {args.speed}; load average "
+          f"{load_start:.1f} -> {os.getloadavg()[0]:.1f}")
+    print(f"{'batch':>5}  {'direct run_many':>16}  {'API edits/s':>11}  {'mean batch':>10}  "
+          f"{'API p50 (ms)':>12}  failures  (API: B clients, polls every {args.poll:g} s, "
+          f"{args.duration:g} s)")
+    for size, rate, failures, batch, p50 in rows:
+        print(f"{size:>5}  {direct[size]:>10.2f} /s  {rate:>11.2f}  {batch:>10.2f}  "
+              f"{p50 * 1000:>12.0f}  {failures:>8}")
+
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--concurrency", type=int, default=4)
@@ -175,6 +269,9 @@ def main() -> None:
     parser.add_argument("--poll", type=float, default=0.05, help="seconds between polls")
     parser.add_argument("--max-batch-images", type=int, default=4)
     parser.add_argument("--weights", default=None, help="a path, or 'embedded'")
+    parser.add_argument("--speed", default="quality", choices=("quality", "balanced", "fast"))
+    parser.add_argument("--batch-sizes", help="comma-separated: throughput against batch size")
+    parser.add_argument("--paired", type=int, help="API overhead from N (API, direct) pairs")
     parser.add_argument("--serve-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_dir:
@@ -182,8 +279,17 @@ def main() -> None:
         return
     torch.set_num_threads(1)
     png = input_png(args.size)
-    body = {"prompt": "make the square green", "steps": args.steps,
+    body = {"prompt": "make the square green", "steps": args.steps, "speed": args.speed,
             "input_image": base64.b64encode(png).decode("ascii")}
+    if args.batch_sizes:
+        sizes = [int(b) for b in args.batch_sizes.split(",")]
+        if any(b < 1 for b in sizes):
+            parser.error("--batch-sizes must be positive")
+        batch_sweep(args, body, png, sizes)
+        return
+    if args.paired:
+        paired_overhead(args, body, png, args.paired)
+        return
     load_start = os.getloadavg()[0]
     # 1-3. Through the API.
     with tempfile.TemporaryDirectory(prefix="load-serve-") as data_dir:
@@ -203,11 +309,11 @@ def main() -> None:
     from openkontext.pipeline import Settings
 
     kontext = make_kontext(args.weights)
-    kontext.run(body["prompt"], [png], Settings(seed=0, steps=args.steps))  # warm-up
+    kontext.run(body["prompt"], [png], Settings(seed=0, steps=args.steps, speed=args.speed))
     direct = []
     for i in range(args.direct):
         started = time.perf_counter()
-        kontext.run(body["prompt"], [png], Settings(seed=i, steps=args.steps))
+        kontext.run(body["prompt"], [png], Settings(seed=i, steps=args.steps, speed=args.speed))
         direct.append(time.perf_counter() - started)
     # Report.
     d = statistics.mean(direct)

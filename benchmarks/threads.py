@@ -107,26 +107,31 @@ def busy_jiffies() -> int:
     return sum(fields) - fields[3] - fields[4]  # less idle and iowait
 
 
-def process_jiffies(pid: int) -> int:
+def process_jiffies(pid: int, children: bool = False) -> int:
+    """CPU time of a process (all threads), with `children` also that of the children it has
+    waited for (the commands a benchmark runs)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime, all threads
+    own = int(fields[11]) + int(fields[12])  # utime + stime, all threads
+    return own + (int(fields[13]) + int(fields[14]) if children else 0)  # cutime + cstime
 
 
 class Gauge:
-    """CPU taken while measuring: by this process, by the busy child, by everything else."""
+    """CPU taken while measuring: by this process (and the children it waited for meanwhile),
+    by the busy child, by everything else."""
 
     def __init__(self):
         self.wall = self.machine = self.own = self.child = 0.0
 
     @contextmanager
     def measure(self, child: int | None = None) -> Iterator[None]:
-        t0, m0, o0 = time.monotonic(), busy_jiffies(), process_jiffies(os.getpid())
+        t0, m0 = time.monotonic(), busy_jiffies()
+        o0 = process_jiffies(os.getpid(), children=True)
         c0 = process_jiffies(child) if child else 0
         yield
         c1 = process_jiffies(child) if child else 0
         self.wall += time.monotonic() - t0
         self.machine += (busy_jiffies() - m0) / TICKS
-        self.own += (process_jiffies(os.getpid()) - o0) / TICKS
+        self.own += (process_jiffies(os.getpid(), children=True) - o0) / TICKS
         self.child += (c1 - c0) / TICKS
 
     def cores(self, what: float) -> float:
