@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from conftest import TINY_FLUX, randomise_
 from openkontext.model import Flux, FluxParams
 from openkontext.model.fp8 import FP8_MAX, FP8Linear, dequantize, quantize_linears_
-from openkontext.model.lora import Lora, LoraDelta, applied, fuse_
+from openkontext.model.lora import Lora, LoraDelta, applied, check_fits, fuse_, linear_shapes
 from openkontext.packing import image_ids
 from openkontext.weights import flux_diffusers_to_bfl, flux_params_to_diffusers_config
 from openkontext.weights.files import FP8_PARTS
@@ -362,6 +362,23 @@ def test_lora_for_another_model_size_is_refused(weights, tmp_path):
         pass
     with pytest.raises(ValueError, match="does not fit double_blocks.0.img_attn.qkv"):
         fuse_(Flux(wider), lora)
+
+
+def test_a_lora_is_checked_against_the_shapes_of_the_linear_layers(weights, lora_path):
+    """What a server that holds no model checks a LoRA against: the same with adapters on."""
+    flux = ours(weights)
+    shapes = linear_shapes(flux)
+    assert shapes["double_blocks.0.img_attn.qkv"] == (3 * TINY_FLUX.hidden_size,
+                                                      TINY_FLUX.hidden_size)
+    assert "double_blocks.0.img_attn.norm" not in shapes  # not linear
+    with applied(flux, [(load_lora(lora_path), 1.0)]), applied(flux, [(load_lora(lora_path),
+                                                                      0.5)]):
+        assert linear_shapes(flux) == shapes  # under the adapters, not their `.base`
+    check_fits(shapes, load_lora(lora_path))
+    norm = Lora("norm", {"double_blocks.0.img_attn.norm": [LoraDelta(torch.ones(2, 8),
+                                                                      torch.ones(8, 2))]})
+    with pytest.raises(ValueError, match="img_attn.norm is no linear layer of this model"):
+        check_fits(shapes, norm)
 
 
 # 5. Keys that are not ours, and files that are not LoRAs.

@@ -25,7 +25,7 @@ from openkontext.devices import check_offload, choose_device, choose_storage
 from openkontext.loras import MAX_LORAS, LoraLibrary, check_strength
 from openkontext.model import LoadedModel
 from openkontext.model.lora import applied as lora_adapters
-from openkontext.model.lora import check_fits
+from openkontext.model.lora import check_fits, linear_shapes
 from openkontext.model.step_cache import StepCache
 from openkontext.preserve import paste_back
 from openkontext.resolution import resolve_size
@@ -312,9 +312,9 @@ class Kontext:
         """Each LoRA read (once per file) and checked against this model."""
         if len(requested) > MAX_LORAS:
             raise ValueError(f"at most {MAX_LORAS} LoRAs a request, got {len(requested)}")
-        checked = []
+        checked, layers = [], linear_shapes(self.model.flux) if requested else {}
         for ref, strength in requested:
-            check_fits(self.model.flux, self.loras.get(ref))
+            check_fits(layers, self.loras.get(ref))
             checked.append((str(ref), check_strength(float(strength))))
         return tuple(checked)
 

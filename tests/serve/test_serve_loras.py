@@ -139,7 +139,7 @@ def test_a_lora_that_does_not_fit_the_model_is_refused_at_submission(serve, tmp_
     write_lora(folder / "other.safetensors", mini_model.flux, FIT,
                wrong_in={"single_blocks.1.linear1"})
     live = serve(loras_dir=folder)
-    until(lambda: live.services.worker.kontext is not None, what="the model to load")
+    until(lambda: live.services.worker.facts is not None, what="the model to load")
     error = _refused(live.submit({**EDIT, "loras": [{"name": "other", "scale": 1}]}))
     assert error["loc"] == ["body", "loras", 0, "name"]
     assert "single_blocks.1.linear1" in error["msg"] and "does not fit" in error["msg"]

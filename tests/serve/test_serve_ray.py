@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from lora_files import write_lora
 from openkontext.serve.store import JobStore, State
 
 from .conftest import PG_ADMIN, until
@@ -211,12 +212,52 @@ def _end_session(head: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def api_a(cluster, pg_url, tmp_path_factory):
-    """The first API process on the cluster: it deploys two replicas."""
-    data = tmp_path_factory.mktemp("shared") / "data"
-    api = Api(data, pg_url, "--replicas", "2", "--ray-address", cluster)
-    yield api, data, cluster
+def api_a(cluster, pg_url, tmp_path_factory, mini_model):
+    """The first API process on the cluster: it deploys two replicas, with a LoRA folder that
+    holds one LoRA made for another model (`other`)."""
+    shared = tmp_path_factory.mktemp("shared")
+    (shared / "loras").mkdir()
+    write_lora(shared / "loras" / "other.safetensors", mini_model.flux,
+               ["single_blocks.1.linear1"], wrong_in={"single_blocks.1.linear1"})
+    api = Api(shared / "data", pg_url, "--replicas", "2", "--ray-address", cluster,
+              "--loras-dir", str(shared / "loras"))
+    yield api, shared / "data", cluster
     api.stop()
+
+
+def test_the_api_checks_requests_against_the_replicas_model(api_a, pg_url, serve):
+    """The API process holds no model but has the replicas' model facts: /v1/info and /health
+    say what a local server says, and what the model would refuse is a 422 naming the field
+    at submission, with nothing queued."""
+    api, _, _ = api_a
+    local = serve()
+    until(lambda: local.services.worker.facts is not None, what="the local model")
+    assert api.client.get("/v1/info").json() == local.client.get("/v1/info").json()
+    assert api.client.get("/health").json()["model"] == "mini"
+    store = JobStore(pg_url)
+    try:
+        before = store.count_by_state()
+        refused = [
+            (api.client.post("/v1/flux-kontext-pro", json={"prompt": "x", **QUICK, **body}),
+             where) for body, where in [
+                ({"width": 256, "height": 256}, ["body", "width"]),
+                ({"loras": [{"name": "other"}]}, ["body", "loras", 0, "name"]),
+            ]]
+        sid = api.client.post("/v1/sessions", json={"name": "styles"}).json()["id"]
+        refused.append((api.client.post(f"/v1/sessions/{sid}/turns",
+                                        json={"prompt": "x", "style_preset": "velvet"}),
+                        ["body", "style_preset"]))
+        for r, where in refused:
+            assert r.status_code == 422 and r.json()["detail"][0]["loc"] == where, r.text
+        assert "between 16 and 128, got 256" in refused[0][0].text  # mini's largest side
+        assert "does not fit single_blocks.1.linear1" in refused[1][0].text
+        assert store.count_by_state() == before  # nothing queued, nothing ran
+        # A request that fits is sized at submission, as a local server sizes it.
+        r = api.client.post("/v1/flux-kontext-pro", json={"prompt": "sized", **QUICK})
+        assert r.status_code == 200 and r.json()["output_mp"] == 64 * 64 / 1e6, r.text
+        until(lambda: finished(store, [r.json()["id"]]), 60, "the sized job")
+    finally:
+        store.close()
 
 
 def test_a_killed_replica_loses_no_job(api_a, pg_url):

@@ -17,7 +17,7 @@ Two ways to apply them:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -57,25 +57,38 @@ class Lora:
         return max((d.down.shape[0] for ds in self.deltas.values() for d in ds), default=0)
 
 
-def check_fits(flux: nn.Module, lora: Lora) -> None:
-    """ValueError naming the first layer the LoRA does not fit: a missing module, a layer that
-    is not linear, or shapes that disagree (a LoRA made for another model)."""
+def linear_shapes(flux: nn.Module) -> dict[str, tuple[int, int]]:
+    """{module name: (out_features, in_features)} of every linear layer (float or fp8, under
+    any runtime adapters) a LoRA may update: what `check_fits` checks a LoRA against, small
+    enough to send to a process that holds no model."""
     modules = dict(flux.named_modules())
+    shapes = {}
+    for name, module in modules.items():
+        if isinstance(modules.get(name.rpartition(".")[0]), LoraLinear):
+            continue  # an adapter's base layer: listed under the adapter's name
+        layer = _unwrapped(module)
+        if isinstance(layer, (nn.Linear, FP8Linear)):
+            shapes[name] = (layer.out_features, layer.in_features)
+    return shapes
+
+
+def check_fits(layers: Mapping[str, tuple[int, int]], lora: Lora) -> None:
+    """ValueError naming the first layer the LoRA does not fit: a module that is not one of the
+    model's linear `layers` (`linear_shapes`), or shapes that disagree (a LoRA made for another
+    model)."""
     for name, deltas in lora.deltas.items():
-        layer = _unwrapped(modules.get(name))
-        if not isinstance(layer, (nn.Linear, FP8Linear)):
-            what = "no such layer" if layer is None else f"a {type(layer).__name__}"
-            raise ValueError(f"LoRA {lora.name!r}: {name} is {what} in this model")
+        if name not in layers:
+            raise ValueError(f"LoRA {lora.name!r}: {name} is no linear layer of this model")
+        out_features, in_features = layers[name]
         for d in deltas:
-            start, stop = d.rows or (0, layer.out_features)
-            want_down, want_up = (d.down.shape[0], layer.in_features), (stop - start,
-                                                                        d.down.shape[0])
+            start, stop = d.rows or (0, out_features)
+            want_down, want_up = (d.down.shape[0], in_features), (stop - start, d.down.shape[0])
             if (tuple(d.down.shape) != want_down or tuple(d.up.shape) != want_up
-                    or stop > layer.out_features):
+                    or stop > out_features):
                 raise ValueError(
                     f"LoRA {lora.name!r} does not fit {name}: down {list(d.down.shape)}, "
                     f"up {list(d.up.shape)} for rows {start}..{stop} of a "
-                    f"{layer.out_features}x{layer.in_features} layer"
+                    f"{out_features}x{in_features} layer"
                 )
 
 
@@ -127,8 +140,9 @@ def applied(flux: nn.Module, loras: Sequence[tuple[Lora, float]]) -> Iterator[nn
     if not loras:
         yield flux
         return
+    layers = linear_shapes(flux)
     for lora, _ in loras:
-        check_fits(flux, lora)
+        check_fits(layers, lora)
     device = next(flux.parameters()).device
     wrapped: dict[str, LoraLinear] = {}
     try:
@@ -152,7 +166,7 @@ def applied(flux: nn.Module, loras: Sequence[tuple[Lora, float]]) -> Iterator[nn
 def fuse_(flux: nn.Module, lora: Lora, strength: float = 1.0) -> None:
     """Fold a LoRA into the weights, in place (negative strength takes it out again, up to
     rounding)."""
-    check_fits(flux, lora)
+    check_fits(linear_shapes(flux), lora)
     for name, deltas in lora.deltas.items():
         layer = _unwrapped(flux.get_submodule(name))
         fp8 = isinstance(layer, FP8Linear)

@@ -25,6 +25,7 @@ from openkontext.loras import LoraLibrary
 from openkontext.pipeline import Kontext
 from openkontext.serve.app import draws_photographs
 from openkontext.serve.classifiers import load_image_classifier
+from openkontext.serve.facts import ModelFacts
 from openkontext.serve.metrics import Metrics
 from openkontext.serve.moderation import load_plugin
 from openkontext.serve.sessions import SessionStore
@@ -71,7 +72,7 @@ class ReplicaWorker(Worker):
     names this replica's process, so the API processes see at once when it dies."""
 
     def open(self) -> None:
-        self.kontext = self.kontext_factory()
+        self._load()
         self._beat.start()  # renews the lease on `self.running`
 
     def close(self) -> None:
@@ -134,6 +135,10 @@ class KontextReplica:
     async def run(self, calls: list[Call]) -> list[str]:
         # Off the replica's event loop, so Serve's health checks and the next calls get in.
         return await asyncio.to_thread(self.worker.run_calls, calls)
+
+    async def facts(self) -> ModelFacts:
+        """What the API processes check requests against (facts.py), asked once by each."""
+        return self.worker.facts
 
     def __del__(self):
         self.worker.close()

@@ -1,9 +1,12 @@
 """The Ray executor: this API process's dispatcher to a Ray Serve deployment of the model.
 
-It stands where the local `Worker` stands (the routers read `state`, `load_error`, `kontext`
+It stands where the local `Worker` stands (the routers read `state`, `load_error`, `facts`
 and call `wake`), but runs no model: the model lives in `KontextReplica`s (ray_deployment.py),
 one pipeline each, on whatever nodes Ray gives them. The FastAPI app stays the API in front,
-stateless: any number of API processes may share one store and one deployment.
+stateless: any number of API processes may share one store and one deployment. The model's
+facts (its sizes, style presets and layers, facts.py) are asked of a replica once the
+deployment is up, so requests are checked here at submission as the local worker's are; until
+then this process reports "loading", as a local worker does while its model loads.
 
 A dispatcher thread claims queued jobs in the store under this process's owner id and a lease
 (as the local worker claims them), renews that lease while they wait, and sends each job's id
@@ -33,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from openkontext.serve import retention
+from openkontext.serve.facts import ModelFacts
 from openkontext.serve.metrics import Metrics
 from openkontext.serve.settings import ServeSettings
 from openkontext.serve.store import JobStore, State, owner_dead, owner_id
@@ -48,7 +52,7 @@ class RayExecutor:
         # Replicas find inputs and write results by path: the same absolute path everywhere.
         self.settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
         self.store = store
-        self.kontext = None  # the model lives in the replicas
+        self.facts: ModelFacts | None = None  # the replicas' model's, once one answers
         self.load_error: str | None = None
         self.prompt_upsampler = None  # the replicas load their own, from the settings
         self.owner = owner_id()
@@ -81,7 +85,7 @@ class RayExecutor:
 
     @property
     def state(self) -> str:
-        return "error" if self.load_error else "ok" if self._handle is not None else "loading"
+        return "error" if self.load_error else "ok" if self.facts is not None else "loading"
 
     @property
     def running(self) -> list[str]:
@@ -159,11 +163,13 @@ class RayExecutor:
         if app is not None and app.status in ("RUNNING", "DEPLOYING"):
             log.info("using the running Serve application %r", s.ray_app_name)
             self._handle = serve.get_app_handle(s.ray_app_name)
-            return
-        log.info("deploying the model to Ray Serve as %r", s.ray_app_name)
-        self._handle = serve.run(build(s), name=s.ray_app_name, route_prefix=None)
-        if self._started_ray:  # the raylet may be gone before stop() looks for its children
-            self._ray_processes = _descendants(os.getpid())
+        else:
+            log.info("deploying the model to Ray Serve as %r", s.ray_app_name)
+            self._handle = serve.run(build(s), name=s.ray_app_name, route_prefix=None)
+            if self._started_ray:  # the raylet may be gone before stop() looks for its children
+                self._ray_processes = _descendants(os.getpid())
+        # Waits for a replica that has loaded the model (one still deploying, or scaled to zero).
+        self.facts = self._handle.facts.remote().result()
 
     def replicas(self) -> dict[str, int]:
         """The deployment's replicas by state (RUNNING, STARTING, ...), looked up at most every

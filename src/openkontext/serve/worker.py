@@ -35,6 +35,7 @@ from openkontext.files import PRIVATE, atomic_write
 from openkontext.imaging import ImageError, load_image
 from openkontext.pipeline import Kontext, Result, Settings
 from openkontext.serve import retention
+from openkontext.serve.facts import ModelFacts
 from openkontext.serve.inputs import over_budget
 from openkontext.serve.metrics import Metrics
 from openkontext.serve.moderation import ImageClassifier, PromptUpsampler
@@ -91,6 +92,7 @@ class Worker:
         self.image_classifier = image_classifier
         self.prompt_upsampler = prompt_upsampler
         self.kontext: Kontext | None = None
+        self.facts: ModelFacts | None = None  # what the routers check requests against
         self.load_error: str | None = None
         self.running: list[str] = []  # ids of the jobs being run
         self.owner = owner_id()  # this process, as the store's claims name it
@@ -107,7 +109,7 @@ class Worker:
 
     @property
     def state(self) -> str:
-        return "error" if self.load_error else "ok" if self.kontext else "loading"
+        return "error" if self.load_error else "ok" if self.facts else "loading"
 
     @property
     def current(self) -> str | None:
@@ -155,9 +157,13 @@ class Worker:
 
     # -- the loop ----------------------------------------------------------------------------------
 
+    def _load(self) -> None:
+        self.kontext = self.kontext_factory()
+        self.facts = ModelFacts.of(self.kontext)
+
     def _main(self) -> None:
         try:
-            self.kontext = self.kontext_factory()
+            self._load()
         except Exception as e:
             log.exception("loading the model failed")
             self.load_error = f"{type(e).__name__}: {e}"

@@ -139,9 +139,9 @@ def submit_job(services: Services, tier: str, body: KontextRequest, base: str, k
     read = [read_image(f, v, s) for f, v in body.images()]
     if first is not None:
         read.insert(0, first)
-    kontext = services.worker.kontext
+    facts = services.worker.facts
     job.params["input_mp"], job.params["output_mp"] = size_and_work(
-        kontext.model.preset if kontext else None, s.tiers[tier].steps,
+        facts.preset if facts else None, s.tiers[tier].steps,
         [size for _, size in read], body, s.max_job_megapixel_steps,
     )
     inputs = [data for data, _ in read]
@@ -149,14 +149,15 @@ def submit_job(services: Services, tier: str, body: KontextRequest, base: str, k
 
 
 def _check_loras(services: Services, body: KontextRequest) -> None:
-    """Each LoRA named is in the server's folder and, once the model has loaded, fits it (the
-    worker checks again when it plans the job)."""
-    kontext = services.worker.kontext
+    """Each LoRA named is in the server's folder and, once the model has loaded (its facts are
+    known, here or from a Ray replica), fits it (the executor checks again when it plans the
+    job)."""
+    facts = services.worker.facts
     for i, choice in enumerate(body.loras or []):
         try:
             services.loras.path(choice.name)
-            if kontext is not None:
-                check_fits(kontext.model.flux, services.loras.get(choice.name))
+            if facts is not None:
+                check_fits(facts.linear_layers, services.loras.get(choice.name))
         except (ValueError, OSError) as e:
             raise FieldError(("loras", i, "name"), str(e)) from None
 

@@ -160,11 +160,11 @@ def add_turns(session_id: SessionId, body: TurnRequest, request: Request,
     if tier not in s.tiers:
         raise FieldError("tier", f"unknown tier {tier!r}; this server has "
                                  f"{', '.join(s.tiers)}")
-    kontext = services.worker.kontext
-    if (body.style_preset is not None and kontext is not None
-            and body.style_preset not in kontext.style_presets):
+    facts = services.worker.facts
+    if (body.style_preset is not None and facts is not None
+            and body.style_preset not in facts.style_presets):
         raise FieldError("style_preset", f"unknown style_preset {body.style_preset!r}; choose "
-                                         f"one of {', '.join(kontext.style_presets)}")
+                                         f"one of {', '.join(facts.style_presets)}")
     parent = row.tree.head if body.parent is None else body.parent
     first = _parent_picture(services, row, parent)
     if first is None and body.images():
