@@ -4,6 +4,7 @@ a temporary data dir, and a random-weight mini model shared by every server of t
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import threading
@@ -39,15 +40,13 @@ PG_ADMIN = os.environ.get("OPENKONTEXT_TEST_POSTGRES",
                           "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    """A database of its own: a SQLite file, or a fresh PostgreSQL database dropped after."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shared.sqlite3'}"
-        return
+@contextlib.contextmanager
+def postgres_database(prefix: str) -> Iterator[str]:
+    """A fresh PostgreSQL database (its URL), dropped after; the test is skipped when PostgreSQL
+    cannot be reached."""
     psycopg = pytest.importorskip("psycopg")
     dsn = PG_ADMIN.replace("postgresql+psycopg://", "postgresql://")
-    name = f"okx_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
         admin = psycopg.connect(dsn, autocommit=True)
     except psycopg.OperationalError as e:
@@ -58,6 +57,16 @@ def db_url(request, tmp_path):
     finally:
         admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A database of its own: a SQLite file, or a fresh PostgreSQL database dropped after."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+        return
+    with postgres_database("okx_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

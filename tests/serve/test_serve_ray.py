@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -26,7 +25,7 @@ import pytest
 from lora_files import write_lora
 from openkontext.serve.store import JobStore, State
 
-from .conftest import PG_ADMIN, until
+from .conftest import postgres_database, until
 
 pytest.importorskip("ray.serve", reason="ray[serve] is not installed (make install adds it)")
 OPENKONTEXT = [sys.executable, "-c", "from openkontext.cli import main; main()"]
@@ -37,19 +36,8 @@ SLOW = {"steps": 50, "width": 128, "height": 128}  # ~2 s a job: long enough to 
 @pytest.fixture(scope="module")
 def pg_url():
     """A fresh PostgreSQL database for this file, dropped after."""
-    psycopg = pytest.importorskip("psycopg")
-    dsn = PG_ADMIN.replace("postgresql+psycopg://", "postgresql://")
-    name = f"okx_ray_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = psycopg.connect(dsn, autocommit=True)
-    except psycopg.OperationalError as e:
-        pytest.skip(f"PostgreSQL at {dsn} is unreachable: {e}")
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-    finally:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.close()
+    with postgres_database("okx_ray") as url:
+        yield url
 
 
 def free_port() -> int:
