@@ -57,6 +57,15 @@ def draws_photographs(weights) -> bool:
     return not is_mini_export(weights)
 
 
+def load_pipeline(s: ServeSettings) -> Kontext:
+    """The pipeline the settings name (weights, device, dtype, storage, offload, threads); the
+    one loader of the local worker and of each Ray replica (ray_deployment.py)."""
+    return Kontext.load(s.weights, device=s.device, dtype=s.dtype, text_encoders=s.text_encoders,
+                        offload=s.offload, threads=s.threads, tokenizers=s.tokenizers,
+                        weights_dtype=s.weights_dtype, limits=s.image_limits,
+                        compile_transformer=s.compile_transformer)
+
+
 def create_app(
     settings: ServeSettings | None = None,
     kontext_factory: Callable[[], Kontext] | None = None,
@@ -68,11 +77,7 @@ def create_app(
     s = settings or load_settings()
     if kontext_factory is None:
         def kontext_factory() -> Kontext:
-            return Kontext.load(s.weights, device=s.device, dtype=s.dtype,
-                                text_encoders=s.text_encoders, offload=s.offload,
-                                threads=s.threads, tokenizers=s.tokenizers,
-                                weights_dtype=s.weights_dtype, limits=s.image_limits,
-                                compile_transformer=s.compile_transformer)
+            return load_pipeline(s)
     # LoRAs by name from the operator's folder, never by path; a configured folder that is not
     # there stops start-up. Whatever the factory, the model it makes uses this library.
     if s.loras_dir is not None and not s.loras_dir.is_dir():

@@ -23,7 +23,7 @@ from ray import serve
 
 from openkontext.loras import LoraLibrary
 from openkontext.pipeline import Kontext
-from openkontext.serve.app import draws_photographs
+from openkontext.serve.app import draws_photographs, load_pipeline
 from openkontext.serve.classifiers import load_image_classifier
 from openkontext.serve.facts import ModelFacts
 from openkontext.serve.metrics import Metrics
@@ -42,12 +42,9 @@ Call = tuple[str, str]  # (job id, the dispatcher's owner id)
 
 
 def load_kontext(s: ServeSettings) -> Kontext:
-    """The pipeline the settings name, as create_app's default factory loads it (keep the two
-    alike), with the operator's LoRA folder (by name only)."""
-    kontext = Kontext.load(s.weights, device=s.device, dtype=s.dtype,
-                           text_encoders=s.text_encoders, offload=s.offload, threads=s.threads,
-                           tokenizers=s.tokenizers, weights_dtype=s.weights_dtype,
-                           limits=s.image_limits, compile_transformer=s.compile_transformer)
+    """The pipeline the settings name, loaded as the local worker loads it, with the operator's
+    LoRA folder (by name only)."""
+    kontext = load_pipeline(s)
     kontext.loras = LoraLibrary(s.loras_dir, allow_paths=False)
     return kontext
 
