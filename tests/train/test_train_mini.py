@@ -373,10 +373,10 @@ def test_a_resumed_run_ends_exactly_where_an_unbroken_one_does(run, tmp_path):
 
 def test_kind_weights_t_mean_and_loss_weights_are_kept_by_a_resumed_run(run, tmp_path):
     """--kind-weights, --t-mean, --object-weight, --change-weight, --weighted-kinds,
-    --text-drop, --contrast, --colour-contrast, --alike-twins and --seed go into the checkpoint's
-    config, and a resume without them keeps the run's own (a restart to extend a run must not
-    quietly change its data mix or its loss); so are the batch sizes and the rest that no option
-    sets."""
+    --text-drop, --contrast, --colour-contrast, --alike-twins, --lr and --seed go into the
+    checkpoint's config, and a resume without them keeps the run's own (a restart to extend a
+    run must not quietly change its data mix or its loss); so are the batch sizes and the rest
+    that no option sets."""
     import shutil
 
     out = tmp_path / "run"
@@ -385,7 +385,7 @@ def test_kind_weights_t_mean_and_loss_weights_are_kept_by_a_resumed_run(run, tmp
     step = held["step"]
     # the fixture's run was trained from Python with small batches and evals, which the calls
     # below do not set: a resume keeps them rather than falling back to the defaults
-    no_option = ("lr", "warmup", "weight_decay", "ema_decay", "t_std", "checkpoint_every",
+    no_option = ("warmup", "weight_decay", "ema_decay", "t_std", "checkpoint_every",
                  "eval_every", "eval_cases", "eval_steps")
     own = {k: held["config"][k] for k in no_option
            if held["config"][k] != getattr(FlowTrainConfig, k)}
@@ -403,7 +403,7 @@ def test_kind_weights_t_mean_and_loss_weights_are_kept_by_a_resumed_run(run, tmp
 
     first = train("--kind-weights", "recolor=3, background=2.5", "--t-mean", "1.5",
                   "--object-weight", "4", "--change-weight", "3", "--text-drop", "0.1",
-                  "--contrast", "0.5", "--colour-contrast", "0.25", "--seed", "7",
+                  "--contrast", "0.5", "--colour-contrast", "0.25", "--seed", "7", "--lr", "3e-4",
                   "--weighted-kinds", "recolor, remove", "--alike-twins", steps=step + 1)
     assert first["kind_weights"] == {"recolor": 3.0, "background": 2.5}
     assert first["t_mean"] == 1.5 and first["object_weight"] == 4.0
@@ -412,13 +412,13 @@ def test_kind_weights_t_mean_and_loss_weights_are_kept_by_a_resumed_run(run, tmp
     assert first["colour_contrast"] == 0.25 and first["weighted_kinds"] == ["recolor", "remove"]
     assert first["alike_twins"] is True
     assert {k: first[k] for k in own} == own
-    assert first["lr"] == FlowTrainConfig.lr and first["t_std"] == FlowTrainConfig.t_std
+    assert first["lr"] == 3e-4 and first["t_std"] == FlowTrainConfig.t_std
     kept = train(steps=step + 2)
     assert kept["kind_weights"] == first["kind_weights"] and kept["t_mean"] == 1.5
     assert kept["object_weight"] == 4.0 and kept["text_drop"] == 0.1
     assert kept["change_weight"] == 3.0 and kept["contrast"] == 0.5 and kept["seed"] == 7
     assert kept["colour_contrast"] == 0.25 and kept["weighted_kinds"] == ["recolor", "remove"]
-    assert kept["alike_twins"] is True
+    assert kept["alike_twins"] is True and kept["lr"] == 3e-4
     changed = train("--kind-weights", "swap=2", "--object-weight", "0", "--text-drop", "0",
                     "--change-weight", "0", "--contrast", "0", "--seed", "0",
                     "--colour-contrast", "0", "--weighted-kinds", "swap", "--any-twins",
@@ -439,6 +439,8 @@ def test_kind_weights_t_mean_and_loss_weights_are_kept_by_a_resumed_run(run, tmp
            *[("--colour-contrast", v, "must be a fraction in [0, 1]") for v in ("-1", "2")],
            ("--weighted-kinds", "recolour", "unknown edit kind 'recolour'"),
            ("--weighted-kinds", " , ", "no edit kinds given"),
+           *[("--lr", v, "must be a learning rate in (0, 0.01]") for v in ("0", "-1e-4", "0.5",
+                                                                          "nan")],
            ("--seed", "-1", "greater than or equal to 0"), ("--seed", "one", "valid integer")]
     for option, value, message in bad:
         result = CliRunner().invoke(app, ["train", "mini", "--out", str(out), "--steps",

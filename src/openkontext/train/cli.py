@@ -136,6 +136,14 @@ def train_mini(
             "image 2..4; default: the run's own, else 0)",
         ),
     ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            "--lr",
+            help="the transformer's learning rate after the warm-up of a fresh optimiser "
+            "(default: the run's own, else 4e-4)",
+        ),
+    ] = None,
     seed: Annotated[
         int | None,
         typer.Option(
@@ -156,6 +164,7 @@ def train_mini(
     from openkontext.train.transformer import (
         FlowTrainConfig,
         check_loss_weight,
+        check_lr,
         check_text_drop,
         held_settings,
         train_transformer,
@@ -174,6 +183,7 @@ def train_mini(
     _checked(contrast, check_contrast, "--contrast")
     _checked(colour_contrast, check_contrast, "--colour-contrast")
     _checked(non_square, check_contrast, "--non-square")
+    _checked(lr, check_lr, "--lr")
     if threads:
         torch.set_num_threads(threads)
     held_state = _held_run(out)
@@ -213,6 +223,7 @@ def train_mini(
         "generation_batch": generation_batch,
         "non_square": non_square,
         "reference_batch": reference_batch,
+        "lr": lr,
         "seed": seed,
     }
     settings.update({name: value for name, value in given.items() if value is not None})
@@ -239,7 +250,7 @@ def train_mini(
             f"{cfg.edit_batch} edits, {cfg.generation_batch} generations and "
             f"{cfg.reference_batch} reference edits a step, "
             f"non-square canvases {cfg.non_square:.0%}, "
-            f"seed {cfg.seed}"
+            f"learning rate {cfg.lr:g}, seed {cfg.seed}"
         )
     if kept:
         typer.echo("kept from the run: " + ", ".join(f"{k} {v}" for k, v in kept.items()))

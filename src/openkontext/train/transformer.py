@@ -158,6 +158,12 @@ def check_weighted_kinds(kinds: list[str] | None) -> list[str] | None:
     return None if kinds is None else list(dict.fromkeys(check_kinds(kinds)))
 
 
+def check_lr(lr: float) -> float:
+    if not (math.isfinite(lr) and 0 < lr <= 1e-2):
+        raise ValueError(f"must be a learning rate in (0, 0.01], got {lr}")
+    return lr
+
+
 def check_text_drop(rate: float) -> float:
     if not (math.isfinite(rate) and 0 <= rate < 1):
         raise ValueError(f"must be a fraction in [0, 1), got {rate}")
