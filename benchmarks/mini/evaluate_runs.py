@@ -37,9 +37,11 @@ import typer
 from openkontext.eval import build_suite, evaluate
 from openkontext.eval.dataset import load_cases
 from openkontext.eval.report import ALL_EDITS, GENERATION
+from openkontext.eval.runner import EVAL_SPEED
 from openkontext.eval.suite import REFERENCE_KINDS as PLUS_REFERENCE_KINDS
 from openkontext.eval.suite import WIDE_KINDS, suite_label
 from openkontext.pipeline import Kontext
+from openkontext.speed import SPEEDS
 from openkontext.train.cli import export
 from openkontext.world.edits import KINDS
 
@@ -185,6 +187,8 @@ def main() -> None:
     parser.add_argument("--suite", choices=("shapes", "shapes-plus"), default="shapes",
                         help="the square suite, or other ratios and references")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--speed", choices=tuple(SPEEDS), default=EVAL_SPEED,
+                        help="the step cache's setting (default: quality, every step computed)")
     parser.add_argument(
         "--no-preserve", action="store_true", help="no paste-back (the model's own pixels)"
     )
@@ -214,7 +218,8 @@ def main() -> None:
                 suites[size] = load_cases(jsonl, size)
             (args.out / name).mkdir(parents=True, exist_ok=True)
             for seed in args.seeds:
-                report = evaluate(kontext, suites[size], seed=seed, preserve=not args.no_preserve)
+                report = evaluate(kontext, suites[size], seed=seed, preserve=not args.no_preserve,
+                                  speed=args.speed)
                 report.settings["dataset"] = suite_label(args.suite_size, args.suite)
                 data = report.write_json(args.out / name / f"{stem}_seed{seed}{tail}.json")
                 columns[f"{name} s{seed}"] = (

@@ -80,6 +80,9 @@ def test_the_shapes_suite_with_a_limit(app, tmp_path):
     assert [c["category"] for c in report["cases"]] == ["recolor", "remove"]
     assert report["settings"]["preserve"] is False
     assert report["settings"]["dataset"] == "suite:shapes:1"
+    assert report["settings"]["speed"] == "quality" and "speed quality" in result.stdout
+    result = runner.invoke(app, ["eval", "--suite", "shapes", "--limit", "1", "--speed", "turbo"])
+    assert result.exit_code == 2 and "--speed" in result.stderr
 
 
 def test_bad_paths_are_refused_before_the_model_loads(tmp_path, paired):

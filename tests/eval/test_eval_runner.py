@@ -37,7 +37,7 @@ def test_every_case_and_turn_is_scored(evaluated):
     assert [len(c.turns) for c in report.cases] == [1, 1, 1, 1, 1, 2]
     assert report.runs == 7
     assert report.settings == {"model": "mini", "steps": 2, "guidance": 1.0, "seed": 3,
-                               "preserve": True, "batch_size": None}
+                               "preserve": True, "batch_size": None, "speed": "quality"}
 
 
 def test_identity_baseline_values(evaluated):
@@ -117,6 +117,24 @@ def test_run_batch_matches_kontext_run(kontext):
                       Settings(seed=7, steps=1, preserve=False)).images[0]
     diff = np.abs(batch[1].astype(int) - np.asarray(one).astype(int))
     assert batch[1].shape == (64, 64, 3) and diff.max() <= 2
+
+
+def test_the_score_is_the_models_own_unless_a_speed_is_asked(kontext, paired):
+    """Every step is computed by default (the step cache's shortcuts are a serving trade-off);
+    a speed that reuses every step after the first changes the pictures, so it reaches the
+    pipeline; an unknown speed is refused before anything runs."""
+    from openkontext.pipeline import Kontext
+
+    shortcut = Kontext(kontext.model, speeds={"quality": None, "fast": math.inf})
+    cases = load_cases(paired, limit=1)
+    exact = evaluate(kontext, cases, steps=4, seed=2, preserve=False)
+    also = evaluate(shortcut, cases, steps=4, seed=2, preserve=False, speed="quality")
+    cached = evaluate(shortcut, cases, steps=4, seed=2, preserve=False, speed="fast")
+    assert cached.settings["speed"] == "fast"
+    psnrs = [r.cases[0].turns[0].psnr for r in (exact, also, cached)]
+    assert psnrs[0] == psnrs[1] != psnrs[2]
+    with pytest.raises(ValueError, match="unknown speed 'turbo'"):
+        evaluate(kontext, cases, speed="turbo")
 
 
 def test_a_world_dataset_with_scene_masks_and_chains(kontext, tmp_path):

@@ -7,6 +7,7 @@ Mounted on the main app with `register(app)`. Exit codes as for the other comman
 
 from __future__ import annotations
 
+import enum
 import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -20,9 +21,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from openkontext.eval.suite import DEFAULT_PER_KIND, SUITES, build_suite, suite_label
 from openkontext.files import check_input_file, check_output_file, check_output_folder
+from openkontext.speed import SPEEDS
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 1
+EvalSpeed = enum.StrEnum("EvalSpeed", {name: name for name in SPEEDS})
 
 if TYPE_CHECKING:
     from openkontext.pipeline import Kontext
@@ -66,6 +69,9 @@ def build_command(load: Loader = load_kontext) -> Callable[..., None]:
         seed: Annotated[int, typer.Option(help="noise seed, the same for every case")] = 0,
         guidance: Annotated[float | None, typer.Option(
             help="guidance 1..20 (distilled, or classifier-free on a mini trained for it)")] = None,
+        speed: Annotated[EvalSpeed, typer.Option(
+            help="the step cache's setting; quality (the default here) computes every step, so "
+            "the score is the model's own")] = EvalSpeed.quality,
         save_outputs: Annotated[Path | None, typer.Option(
             help="write <id>.png and <id>_target.png here")] = None,
         json_out: Annotated[Path | None, typer.Option(
@@ -118,7 +124,8 @@ def build_command(load: Loader = load_kontext) -> Callable[..., None]:
                 task = bar.add_task("evaluating", total=len(cases))
                 report = evaluate(
                     kontext, cases, steps=steps, seed=seed, guidance=guidance,
-                    preserve=preserve, batch_size=batch_size, save_outputs=save_outputs,
+                    speed=speed.value, preserve=preserve, batch_size=batch_size,
+                    save_outputs=save_outputs,
                     on_progress=lambda done, total: bar.update(task, completed=done))
         except typer.Exit:
             raise

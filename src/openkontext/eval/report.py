@@ -219,7 +219,8 @@ def print_report(report: Report, console: Console) -> None:
     console.print(
         f"[bold]{len(report.cases)} cases[/bold], {report.runs} model runs in "
         f"{report.seconds:.1f} s — model {s.get('model')}, {s.get('steps')} steps, "
-        f"seed {s.get('seed')}, preserve {'on' if s.get('preserve') else 'off'}"
+        f"seed {s.get('seed')}, preserve {'on' if s.get('preserve') else 'off'}, "
+        f"speed {s.get('speed', 'balanced')}"
     )
     if report.singles:
         console.print(stats_table("By category", "category", report.by_category()))

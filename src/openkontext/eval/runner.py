@@ -28,7 +28,11 @@ from openkontext.eval.report import CaseResult, Report
 from openkontext.files import atomic_write
 from openkontext.pipeline import Kontext, Settings, check_guidance
 from openkontext.resolution import resolve_size
+from openkontext.speed import check_speed
 
+# A score is the model's, with every step computed: the step cache's shortcuts (`balanced`,
+# `fast`) are a serving trade-off, measured against this by benchmarks/step_cache.py.
+EVAL_SPEED = "quality"
 MAX_BATCH_PIXELS = 32 * 64 * 64  # default batch: 32 images at 64 px, 2 at 181 px, 1 at 1024 px
 
 Progress = Callable[[int, int], None]  # (cases done, cases in all)
@@ -43,6 +47,7 @@ def run_batch(
     guidance: float,
     preserve: bool = True,
     size: tuple[int, int] | None = None,
+    speed: str = EVAL_SPEED,
 ) -> list[np.ndarray]:
     """One output (H, W, 3) uint8 per prompt: edits of `inputs` (one per prompt: an image, or
     the input and its references; all of one output size and reference sizes) or, with inputs
@@ -50,7 +55,7 @@ def run_batch(
     batch through `Kontext.run_many`, so every case is prepared exactly as `Kontext.run` would."""
     width, height = (None, None) if inputs or size is None else size
     settings = Settings(seed=seed, steps=steps, guidance=guidance, preserve=preserve,
-                        width=width, height=height)
+                        width=width, height=height, speed=speed)
     images = ([[Image.fromarray(a, "RGB") for a in (i if isinstance(i, list) else [i])]
                for i in inputs] if inputs else [[] for _ in prompts])
     results = kontext.run_many([(p, i, settings) for p, i in zip(prompts, images, strict=True)])
@@ -107,12 +112,15 @@ def evaluate(
     save_outputs: str | Path | None = None,
     limit: int | None = None,
     on_progress: Progress | None = None,
+    speed: str = EVAL_SPEED,
 ) -> Report:
     """Run `kontext` on every case (a list, or a JSONL path) and score it.
 
-    steps/guidance default to the model's; every case uses `seed`. batch_size None picks one
-    by image size (MAX_BATCH_PIXELS). save_outputs: a folder for <id>.png and <id>_target.png
-    (chains: <id>_turn<k>.png and <id>_turn<k>_target.png), each at its own size.
+    steps/guidance default to the model's; every case uses `seed`; `speed` is the step cache's
+    setting (openkontext.speed), every step computed unless told otherwise. batch_size None
+    picks one by image size (MAX_BATCH_PIXELS). save_outputs: a folder for <id>.png and
+    <id>_target.png (chains: <id>_turn<k>.png and <id>_turn<k>_target.png), each at its own
+    size.
     """
     started = time.perf_counter()
     preset = kontext.model.preset
@@ -124,6 +132,7 @@ def evaluate(
     if not 1 <= steps <= 50:
         raise ValueError(f"steps must be 1..50, got {steps}")
     check_guidance(guidance)
+    check_speed(speed, kontext.speeds)
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     folder = None if save_outputs is None else Path(save_outputs)
@@ -164,7 +173,7 @@ def evaluate(
                               for i in chunk]
                 prompts = [cases[i].turns[k - 1].instruction for i in chunk]
                 outputs = run_batch(kontext, prompts, inputs, seed, steps, guidance, preserve,
-                                    size)
+                                    size, speed)
                 runs += len(chunk)
                 # 3. Score, save, and carry chain outputs to the next round.
                 for i, output in zip(chunk, outputs, strict=True):
@@ -180,5 +189,5 @@ def evaluate(
                             on_progress(done, len(cases))
 
     settings = {"model": preset.name, "steps": steps, "guidance": guidance, "seed": seed,
-                "preserve": preserve, "batch_size": batch_size}
+                "preserve": preserve, "batch_size": batch_size, "speed": speed}
     return Report(results, settings, time.perf_counter() - started, runs)
