@@ -17,6 +17,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "dataset": ("Case", "DatasetError", "Picture", "Turn", "load_cases"),
     "metrics": ("PSNR_CAP", "SUCCESS_DB", "TurnScore", "psnr", "score_turn"),
     "report": ("CaseResult", "Report", "Stats"),
-    "runner": ("evaluate", "run_batch"),
+    "runner": ("evaluate", "run_batch", "score_output"),
     "suite": ("build_suite",),
 })
