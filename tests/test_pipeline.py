@@ -200,3 +200,24 @@ def test_guidance_is_classifier_free_on_a_model_trained_for_it_and_ignored_elsew
     assert np.array_equal(pixels(plain, 1.0), pixels(plain, 4.0))
     assert np.array_equal(pixels(guided, 1.0), pixels(plain, 4.0))
     assert np.abs(pixels(guided, 4.0) - pixels(guided, 1.0)).max() > 0
+
+
+def test_fitted_positions_change_a_non_square_edit_and_leave_a_square_one(scene_png):
+    """A preset trained with fitted positions samples with them: on the native square they are
+    the token counts (the same pictures), on another canvas other positions (other pictures)."""
+    import dataclasses
+
+    from openkontext.model import get_preset
+
+    token = Kontext(LoadedModel.random("mini", seed=0))
+    fitted = Kontext(LoadedModel.random(
+        dataclasses.replace(get_preset("mini"), fit_positions=True), seed=0))
+    wide = io.BytesIO()
+    Image.open(io.BytesIO(scene_png)).resize((96, 48)).save(wide, "PNG")
+
+    def pixels(k, png):
+        r = k.edit(png, "make the circle blue", seed=3, steps=2, preserve=False)
+        return np.asarray(r.images[0], int)
+
+    assert np.array_equal(pixels(token, scene_png), pixels(fitted, scene_png))
+    assert np.abs(pixels(token, wide.getvalue()) - pixels(fitted, wide.getvalue())).max() > 0

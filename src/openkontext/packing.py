@@ -28,13 +28,21 @@ def unpack(x: Tensor, height: int, width: int) -> Tensor:
     )
 
 
-def image_ids(batch: int, height: int, width: int, index: int = 0, device=None) -> Tensor:
-    """Position ids (B, h*w, 3) for a packed latent of latent size (height, width)."""
+def image_ids(batch: int, height: int, width: int, index: int = 0, device=None,
+              span: int | None = None) -> Tensor:
+    """Position ids (B, h*w, 3) for a packed latent of latent size (height, width).
+
+    Rows and columns count tokens (Kontext's own ids, any size). With `span` (a model's
+    `ModelPreset.position_span`), each side is scaled to span that many tokens instead, so a
+    picture of any aspect ratio covers the positions of the square the model was trained on."""
     h, w = height // 2, width // 2
     ids = torch.zeros(h, w, 3, device=device)
     ids[..., 0] = index
-    ids[..., 1] = torch.arange(h, device=device)[:, None]
-    ids[..., 2] = torch.arange(w, device=device)[None, :]
+    rows, cols = torch.arange(h, device=device).float(), torch.arange(w, device=device).float()
+    if span is not None:
+        rows, cols = rows * (span / h), cols * (span / w)
+    ids[..., 1] = rows[:, None]
+    ids[..., 2] = cols[None, :]
     return ids.reshape(1, h * w, 3).expand(batch, -1, -1).contiguous()
 
 
@@ -50,14 +58,16 @@ class References:
     ids: Tensor  # (B, Lr, 3), index k for reference k
 
     @classmethod
-    def from_latents(cls, latents: list[Tensor]) -> References:
-        """latents: one (B, C, h_k, w_k) normalised latent per reference, in order 1..n."""
+    def from_latents(cls, latents: list[Tensor], span: int | None = None) -> References:
+        """latents: one (B, C, h_k, w_k) normalised latent per reference, in order 1..n; span:
+        as for `image_ids`."""
         if not 1 <= len(latents) <= 4:
             raise ValueError(f"Kontext takes 1 to 4 reference images, got {len(latents)}")
         tokens, ids = [], []
         for k, z in enumerate(latents, start=1):
             tokens.append(pack(z))
-            ids.append(image_ids(z.shape[0], z.shape[-2], z.shape[-1], index=k, device=z.device))
+            ids.append(image_ids(z.shape[0], z.shape[-2], z.shape[-1], index=k, device=z.device,
+                                 span=span))
         return cls(torch.cat(tokens, dim=1), torch.cat(ids, dim=1).to(z.dtype))
 
     def expand(self, batch: int) -> References:

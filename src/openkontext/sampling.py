@@ -51,7 +51,7 @@ def encode_references(model: LoadedModel, images: list[Tensor]) -> References:
     (peak memory of one image) -> packed reference tokens with indices 1..n."""
     with model.using(model.ae) as ae:
         latents = [ae.encode(x.to(model.device, model.dtype)) for x in images]
-    return References.from_latents(latents)
+    return References.from_latents(latents, model.preset.position_span)
 
 
 @torch.no_grad()
@@ -130,7 +130,8 @@ def sample_latents(
         out = flow.denoise(
             flux,
             img,
-            image_ids(batch, h, w, device=noise.device).to(noise.dtype),
+            image_ids(batch, h, w, device=noise.device, span=model.preset.position_span)
+            .to(noise.dtype),
             txt.to(noise.dtype),
             text_ids(batch, txt.shape[1], device=noise.device).to(noise.dtype),
             vec.to(noise.dtype),

@@ -691,3 +691,38 @@ def test_steps_train_on_other_ratios_and_reference_edits(run):
         FlowTrainConfig(reference_batch=-1)
     with pytest.raises(ValueError, match="fraction"):
         FlowTrainConfig(non_square=1.5)
+
+
+def test_a_fitted_positions_run_exports_them_and_its_seeds_keep_them(run, tmp_path):
+    """--fit-positions goes into the run's config and its export's preset; a run seeded from
+    that export trains with them unless --token-positions says otherwise; an export written
+    before the option reads as token positions."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(run[0], out)
+    step = torch.load(out / "flux.pt", weights_only=False)["step"]
+    result = CliRunner().invoke(app, ["train", "mini", "--out", str(out), "--threads", "1",
+                                      "--steps", str(step + 1), "--fit-positions"])
+    assert result.exit_code == 0, result.output
+    assert "fitted positions" in result.output
+    assert torch.load(out / "flux.pt", weights_only=False)["config"]["fit_positions"] is True
+    assert CliRunner().invoke(app, ["train", "export", "--run", str(out), "--out",
+                                    str(tmp_path / "fitted")]).exit_code == 0
+    model = load_model(tmp_path / "fitted")
+    assert model.preset.fit_positions and model.preset.position_span == 64 // 16
+    assert not get_preset("mini").fit_positions and get_preset("mini").position_span is None
+
+    def seeded(name, *options):
+        result = CliRunner().invoke(app, [
+            "train", "mini", "--out", str(tmp_path / name), "--init-from",
+            str(tmp_path / "fitted"), "--threads", "1", "--steps", str(step + 2), *options])
+        assert result.exit_code == 0, result.output
+        return torch.load(tmp_path / name / "flux.pt", weights_only=False)["config"]
+
+    assert seeded("goes-on")["fit_positions"] is True
+    assert seeded("back", "--token-positions")["fit_positions"] is False
+    older = json.loads((tmp_path / "fitted" / "mini.json").read_text())
+    del older["preset"]["fit_positions"]  # an export written before 56,800 steps
+    (tmp_path / "fitted" / "mini.json").write_text(json.dumps(older))
+    assert not load_model(tmp_path / "fitted").preset.fit_positions

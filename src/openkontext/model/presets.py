@@ -45,6 +45,16 @@ class ModelPreset:
     # velocity for an empty instruction: on a model without a guidance embedding, guidance > 1
     # then runs classifier-free guidance at that scale (else guidance is ignored there).
     classifier_free: bool = False
+    # Trained with `train mini --fit-positions`: a picture's position ids span the native
+    # square's tokens on each side whatever its aspect ratio (`packing.image_ids`), so the
+    # positions of "the top left" are the same on every canvas (docs/mini.md, 56,800 steps on).
+    fit_positions: bool = False
+
+    @property
+    def position_span(self) -> int | None:
+        """What `packing.image_ids` scales each side to (tokens), or None for plain token
+        counts."""
+        return self.native_size // self.latent_multiple if self.fit_positions else None
 
     @property
     def latent_multiple(self) -> int:
@@ -176,6 +186,7 @@ def preset_to_dict(preset: ModelPreset) -> dict:
         "default_steps": preset.default_steps,
         "default_guidance": preset.default_guidance,
         "classifier_free": preset.classifier_free,
+        "fit_positions": preset.fit_positions,
     }
 
 
@@ -189,4 +200,5 @@ def preset_from_dict(d: dict) -> ModelPreset:
         default_steps=d["default_steps"],
         default_guidance=d["default_guidance"],
         classifier_free=d.get("classifier_free", False),  # exports before 8,800 steps lack it
+        fit_positions=d.get("fit_positions", False),  # and before 56,800 steps this
     )

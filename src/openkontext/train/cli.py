@@ -136,6 +136,15 @@ def train_mini(
             "image 2..4; default: the run's own, else 0)",
         ),
     ] = None,
+    fit_positions: Annotated[
+        bool | None,
+        typer.Option(
+            "--fit-positions/--token-positions",
+            help="position ids that span the native square on every canvas, or plain token "
+            "counts as Kontext's (default: the run's own, else the --init-from export's, else "
+            "token counts)",
+        ),
+    ] = None,
     lr: Annotated[
         float | None,
         typer.Option(
@@ -191,7 +200,7 @@ def train_mini(
         if held_state:
             preset_name = _run_preset(held_state)
         elif init_from is not None:
-            preset_name = _export_preset_name(init_from)
+            preset_name = _export_preset(init_from)["name"]
         else:
             preset_name = DEFAULT_PRESET
     try:
@@ -209,6 +218,8 @@ def train_mini(
     # sets, such as the batch sizes a run started from Python may have) unless told otherwise.
     defaults = held_settings({})
     settings = held_settings(held_state.get("config", {}) if resume else {})
+    if init_from is not None and not held_state:
+        settings["fit_positions"] = _export_preset(init_from).get("fit_positions", False)
     given = {
         "kind_weights": weights,
         "t_mean": t_mean,
@@ -224,6 +235,7 @@ def train_mini(
         "non_square": non_square,
         "reference_batch": reference_batch,
         "lr": lr,
+        "fit_positions": fit_positions,
         "seed": seed,
     }
     settings.update({name: value for name, value in given.items() if value is not None})
@@ -250,6 +262,7 @@ def train_mini(
             f"{cfg.edit_batch} edits, {cfg.generation_batch} generations and "
             f"{cfg.reference_batch} reference edits a step, "
             f"non-square canvases {cfg.non_square:.0%}, "
+            f"{'fitted' if cfg.fit_positions else 'token'} positions, "
             f"learning rate {cfg.lr:g}, seed {cfg.seed}"
         )
     if kept:
@@ -290,13 +303,14 @@ def parse_kinds(text: str) -> list[str]:
     return check_weighted_kinds([k.strip() for k in text.split(",") if k.strip()])
 
 
-def _export_preset_name(folder: Path) -> str:
+def _export_preset(folder: Path) -> dict:
+    """The preset a mini export records (`presets.preset_to_dict`)."""
     config = Path(folder) / "mini.json"
     if not config.exists():
         raise typer.BadParameter(
             f"{folder} holds no mini export (no mini.json)", param_hint="--init-from"
         )
-    return json.loads(config.read_text())["preset"]["name"]
+    return json.loads(config.read_text())["preset"]
 
 
 def _run_preset(state: dict) -> str:
@@ -383,6 +397,8 @@ def export(
     preset = dataclasses.replace(get_preset(_run_preset(flux_state)), ae=ae.params)
     if flux_state.get("config", {}).get("text_drop"):
         preset = dataclasses.replace(preset, classifier_free=True)
+    if flux_state.get("config", {}).get("fit_positions"):
+        preset = dataclasses.replace(preset, fit_positions=True)
     if guidance is not None:
         if not preset.classifier_free:
             raise typer.BadParameter(
@@ -544,7 +560,9 @@ def seed_run_from_export(export_dir: Path, out: Path, preset) -> None:
             # no "optimizer": the Stepper starts a fresh one, over what it trains
             "preset": preset.name,
             "init_from": seed_history(info.get("init_from")) + [seeded_from],
-            "config": {"init_from": str(export_dir)},
+            # a model trained with fitted positions goes on with them unless told otherwise
+            "config": {"init_from": str(export_dir),
+                       **({"fit_positions": True} if model.preset.fit_positions else {})},
         },
         out / "flux.pt",
     )

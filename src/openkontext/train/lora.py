@@ -160,7 +160,7 @@ def encode_pairs(model: LoadedModel, pairs: list[Pair], bf16: bool) -> list[Buck
             for images in ([p.source for p in members], [p.target for p in members])
         )
         with model.using(model.ae) as ae:
-            data, refs = encode_sample(ae, targets, sources, bf16)
+            data, refs = encode_sample(ae, targets, sources, bf16, model.preset.position_span)
         with model.using(model.text) as text, torch.autocast(model.device.type, torch.bfloat16,
                                                              enabled=bf16):
             txt, vec = text.encode([p.instruction for p in members])
@@ -200,7 +200,7 @@ def batch_loss(model: LoadedModel, bucket: Bucket, index: list[int], gen: torch.
     pred, noise, _ = noised_velocity(
         model.flux, data, refs, bucket.latent_size(model.ae.params.downsample),
         bucket.txt[index], bucket.vec[index], gen, cfg.t_mean, cfg.t_std, bf16,
-        guidance_for(model, len(index)),
+        guidance_for(model, len(index)), model.preset.position_span,
     )
     return flow.flow_loss(pred, data, noise)
 

@@ -106,6 +106,11 @@ class FlowTrainConfig:
     # the step's edits, generations and reference edits all take it, so a batch stays one size.
     # Trained on squares alone, the model recoloured 12% of 3:2..7:3 scenes right (docs/mini.md).
     non_square: float = 0.0
+    # Position ids span the native square on every canvas (`ModelPreset.fit_positions`, which
+    # the run's export then has). On the shipped export, trained on squares with plain token
+    # counts, fitted ids alone took the non-square recolor/background/remove/add edits from 55%
+    # to 80% (docs/mini.md, 56,800 to 59,000 steps).
+    fit_positions: bool = False
     # Reference edits (`world.references`: an object or a background colour taken from image
     # 2..4) in each step, after the edits and generations; a step draws how many references
     # (1..3) all of its reference edits have.
@@ -193,17 +198,19 @@ def latent_size(ae: AutoEncoder, images: torch.Tensor) -> tuple[int, int]:
 
 
 def encode_sample(
-    ae: AutoEncoder, target: torch.Tensor, source: Sources, bf16: bool
+    ae: AutoEncoder, target: torch.Tensor, source: Sources, bf16: bool, span: int | None = None
 ) -> tuple[torch.Tensor, References | None]:
     """The frozen autoencoder's half of a training sample: target (B, 3, H, W) in [-1, 1] ->
     packed float latents (B, N, C); source (an edit's input, or a list: the input then the
-    other reference images; None for a generation) -> their reference tokens."""
+    other reference images; None for a generation) -> their reference tokens (positions as
+    `packing.image_ids` with `span`)."""
     sources = [source] if isinstance(source, torch.Tensor) else source
     # The frozen encoder runs in bf16 too where that is fast, and the latents' rounding error
     # (~0.4%) is far below the noise the flow adds.
     with torch.no_grad(), torch.autocast(target.device.type, torch.bfloat16, enabled=bf16):
         data = pack(ae.encode(target)).float()
-        refs = References.from_latents([ae.encode(s).float() for s in sources]) if sources else None
+        refs = (References.from_latents([ae.encode(s).float() for s in sources], span)
+                if sources else None)
     return data, refs
 
 
@@ -219,17 +226,19 @@ def noised_velocity(
     t_std: float,
     bf16: bool,
     guidance: torch.Tensor | None = None,
+    span: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The transformer's half: noise the packed latents `data` (B, N, C) of latent `size`
     (h, w) to a logit-normal t, drawn with `gen` (noise first, then t), and predict the
     velocity with the references after the target tokens -> (prediction (B, N, C), noise, t (B,)),
-    for `flow.flow_loss(prediction, data, noise)`. `guidance` (B,): for a model that embeds it."""
+    for `flow.flow_loss(prediction, data, noise)`. `guidance` (B,): for a model that embeds it;
+    `span`: as for `packing.image_ids` (the model's `ModelPreset.position_span`)."""
     b, n, _ = data.shape
     device = data.device
     noise = torch.randn(data.shape, generator=gen).to(device)
     t = flow.sample_t_logit_normal(b, t_mean, t_std, generator=gen).to(device)
     x = flow.interpolate(data, noise, t)
-    ids = image_ids(b, *size, device=device)
+    ids = image_ids(b, *size, device=device, span=span)
     if refs is not None:
         x, ids = torch.cat((x, refs.tokens), 1), torch.cat((ids, refs.ids), 1)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -275,12 +284,13 @@ class Stepper:
         `kinds` their kinds, None for generations), the same unweighted (B,) and their t (B,)
         for one sub-batch."""
         bf16 = self.cfg.autocast_bf16
-        data, refs = encode_sample(self.ae, target, source, bf16)
+        span = self.preset.position_span
+        data, refs = encode_sample(self.ae, target, source, bf16, span)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             txt, vec = self.text.encode(prompts)
         pred, noise, t = noised_velocity(
             self.flux, data, refs, latent_size(self.ae, target), txt, vec, gen,
-            self.cfg.t_mean, self.cfg.t_std, bf16,
+            self.cfg.t_mean, self.cfg.t_std, bf16, span=span,
         )
         plain = flow.flow_loss(pred, data, noise)
         first = source[0] if isinstance(source, list) else source
@@ -477,6 +487,7 @@ def train_transformer(
 ) -> Stepper:
     ckpt_path = out / "flux.pt"
     log = JsonlLog(out / "flux_log.jsonl")
+    preset = dataclasses.replace(preset, fit_positions=cfg.fit_positions)
     stepper = Stepper(preset, ae, cfg)
     if resume and ckpt_path.exists():
         stepper.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=False))
