@@ -140,6 +140,14 @@ def test_the_script_scores_an_export_and_a_run_folder_side_by_side(tmp_path):
     assert result.returncode == 0, result.stderr
     raw = json.loads((tmp_path / "out" / "rand" / "suite_seed0_nopreserve.json").read_text())
     assert raw["settings"]["preserve"] is False and report["settings"]["preserve"] is True
+    # with fitted positions, whatever the model was trained with: on the square suite they
+    # are the token counts, so the figures are the same (test_pipeline checks they differ on
+    # other canvases)
+    result = subprocess.run(command[:2] + [str(tmp_path / "rand")] + command[4:]
+                            + ["--fit-positions"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    fitted = json.loads((tmp_path / "out" / "rand" / "suite_seed0_fit.json").read_text())
+    assert [c["turns"] for c in fitted["cases"]] == [c["turns"] for c in report["cases"]]
     # two sources of one folder name would write over each other's reports
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "rand").mkdir()

@@ -18,14 +18,16 @@ object in its cell and colour, every background right).
 
 Each suite report is written as OUT/<name>/suite_seed<k>.json (shapes-plus: plus_seed<k>.json;
 the `openkontext eval --json` format; with `--no-preserve`, no paste-back,
-suite_seed<k>_nopreserve.json); the exports are OUT/<name>/mini.{json,safetensors}, ready to
-copy into the package.
+suite_seed<k>_nopreserve.json; with `--fit-positions`, sampled with fitted position ids whatever
+the model was trained with, ..._fit.json); the exports are OUT/<name>/mini.{json,safetensors},
+ready to copy into the package.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import sys
 import tempfile
@@ -192,6 +194,11 @@ def main() -> None:
     parser.add_argument(
         "--no-preserve", action="store_true", help="no paste-back (the model's own pixels)"
     )
+    parser.add_argument(
+        "--fit-positions", action="store_true",
+        help="sample with fitted position ids whatever the model was trained with (what they "
+        "do alone; ModelPreset.fit_positions)",
+    )
     args = parser.parse_args()
     if args.suite_size < 1:
         parser.error(f"--suite-size must be at least 1, got {args.suite_size}")
@@ -204,13 +211,17 @@ def main() -> None:
         if not ((source / "mini.json").is_file() or (source / "flux.pt").is_file()):
             parser.error(f"{source} is neither a mini export (mini.json) nor a run (flux.pt)")
     columns: dict[str, dict[str, str]] = {}
-    tail = "_nopreserve" if args.no_preserve else ""  # of each report's file name
+    # of each report's file name
+    tail = ("_nopreserve" if args.no_preserve else "") + ("_fit" if args.fit_positions else "")
     stem = "suite" if args.suite == "shapes" else "plus"
     with tempfile.TemporaryDirectory() as tmp:
         suites: dict[int, list] = {}  # native size -> the suite's cases at that size
         for source, name in zip(args.sources, names, strict=True):
             folder = exported(source, args.out / name)
             kontext = Kontext.load(str(folder))
+            if args.fit_positions:
+                kontext.model.preset = dataclasses.replace(kontext.model.preset,
+                                                           fit_positions=True)
             size = kontext.model.preset.native_size
             if size not in suites:
                 jsonl = build_suite(Path(tmp) / str(size), args.suite_size, size, args.suite,
