@@ -45,9 +45,10 @@ class ModelPreset:
     # velocity for an empty instruction: on a model without a guidance embedding, guidance > 1
     # then runs classifier-free guidance at that scale (else guidance is ignored there).
     classifier_free: bool = False
-    # Trained with `train mini --fit-positions`: a picture's position ids span the native
-    # square's tokens on each side whatever its aspect ratio (`packing.image_ids`), so the
-    # positions of "the top left" are the same on every canvas (docs/mini.md, 56,800 steps on).
+    # A picture's position ids span the native square's tokens on each side whatever its aspect
+    # ratio (`packing.image_ids`), so "the top left" sits at the same positions on every canvas:
+    # how the model samples, and trains with `train mini --fit-positions`. The shipped export,
+    # trained on squares alone, samples this way since 56,800 steps (docs/mini.md).
     fit_positions: bool = False
 
     @property

@@ -108,8 +108,8 @@ class FlowTrainConfig:
     non_square: float = 0.0
     # Position ids span the native square on every canvas (`ModelPreset.fit_positions`, which
     # the run's export then has). On the shipped export, trained on squares with plain token
-    # counts, fitted ids alone took the non-square recolor/background/remove/add edits from 55%
-    # to 80% (docs/mini.md, 56,800 to 59,000 steps).
+    # counts, fitted ids alone took the non-square recolor/background/remove/add edits from 56%
+    # to 84% (docs/mini.md, "Fitted positions").
     fit_positions: bool = False
     # Reference edits (`world.references`: an object or a background colour taken from image
     # 2..4) in each step, after the edits and generations; a step draws how many references
