@@ -157,6 +157,23 @@ def test_a_turn_whose_job_ran_unread_is_ready_on_the_next_read(serve, db_url):
     assert live.services.sessions.get(sid, None).tree.turn(1).file == "turn_1.png"
 
 
+def test_a_second_settler_of_a_turn_changes_nothing(serve, db_url):
+    """The worker's hook and a reader may both find a turn's job finished; the one that comes
+    second records nothing, so the session's updated_at stays what the first reader saw."""
+    live = serve(database_url=db_url)
+    live.services.worker.on_session_job = lambda job_id: None  # the reader settles it first
+    sid = new_session(live)["id"]
+    turn = add(live, sid, "on white: small red circle center")["session"]["turns"][0]
+    live.wait(f"{live.url}/v1/get_result?id={turn['job_id']}")
+    stale = live.services.sessions.get(sid, None)
+    assert stale.tree.turn(1).status == "Pending"
+    read = live.client.get(f"/v1/sessions/{sid}").json()
+    assert read["turns"][0]["status"] == "Ready"
+    late = live.services.sessions.settle(stale)  # the hook, with what it read before
+    assert late.updated_at == read["updated_at"] and late.tree.turn(1).status == "Ready"
+    assert live.client.get(f"/v1/sessions/{sid}").json() == read
+
+
 def test_the_worker_settles_a_turn_as_its_job_finishes(serve):
     live = serve()
     sid = new_session(live, input_image=png_b64())["id"]

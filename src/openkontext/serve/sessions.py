@@ -137,10 +137,11 @@ class SessionStore:
         return [_row(r) for r in rows]
 
     def update(self, session_id: str, key_hash: str | None,
-               change: Callable[[SessionRow], None]) -> SessionRow | None:
+               change: Callable[[SessionRow], bool | None]) -> SessionRow | None:
         """Apply `change` to the session as it is now, under its lock, and store the result;
         None (nothing changed) when there is no such session of that key. An exception from
-        `change` leaves the session as it was."""
+        `change` leaves the session as it was; so does a `change` that returns False (it found
+        nothing to do), without touching `updated_at`."""
         if not well_formed(session_id):
             return None
         with self.engine.begin() as conn:
@@ -153,7 +154,8 @@ class SessionStore:
             if found is None or key_hash not in (None, found.api_key_hash):
                 return None
             row = _row(found)
-            change(row)
+            if change(row) is False:
+                return row
             row.updated_at = max(time.time(), row.updated_at)
             conn.execute(update(self.t).where(self.t.c.id == session_id).values(
                 name=row.name, updated_at=row.updated_at, tree=json.dumps(row.tree.to_dict())))
@@ -218,12 +220,15 @@ class SessionStore:
         if not outcomes:
             return row
 
-        def apply(current: SessionRow) -> None:
+        def apply(current: SessionRow) -> bool:
+            changed = False
             for number, changes in outcomes.items():
                 turn = current.tree.turn(number)
-                if turn.status == PENDING:  # not settled meanwhile by another process
+                if turn.status == PENDING:  # not settled meanwhile by another reader
                     for name, value in changes.items():
                         setattr(turn, name, value)
+                    changed = True
+            return changed  # a turn another reader settled first is no change to record
 
         settled = self.update(row.id, None, apply)
         if settled is None:  # deleted while the pictures were copied: remove the copies
