@@ -78,13 +78,16 @@ def _png(array: np.ndarray, metadata: imaging.OutputMetadata | None = None) -> b
 
 
 def score_output(case: Case, output: np.ndarray, k: int = 1,
-                 original: np.ndarray | None = None) -> TurnScore:
+                 original: np.ndarray | None = None,
+                 target: np.ndarray | None = None) -> TurnScore:
     """Score `output` (H, W, 3) uint8 as turn k of `case`, however it was made (the runner, the
-    CLI, the HTTP API); original: the case's input, loaded again when not given."""
+    CLI, the HTTP API); original (the case's input) and target (the turn's) are loaded when
+    not given."""
     if original is None and case.input is not None:
         original = _load(case, case.input, "input")
     turn = case.turns[k - 1]
-    target = _load(case, turn.target, f"chain[{k}].target" if case.is_chain else "target")
+    if target is None:
+        target = _load(case, turn.target, f"chain[{k}].target" if case.is_chain else "target")
     # The ground truth the turn starts from: the input, or the previous turn's target.
     start = original if k == 1 else _load(case, case.start(k), f"chain[{k - 1}].target")
     return score_turn(output, target, start, case.change_region(k, start, target), original,
@@ -94,10 +97,10 @@ def score_output(case: Case, output: np.ndarray, k: int = 1,
 def _score(case: Case, k: int, output: np.ndarray, original: np.ndarray | None,
            folder: Path | None, meta: imaging.OutputMetadata) -> TurnScore:
     """Score turn k of a case (and write output and target into `folder`, if given)."""
-    score = score_output(case, output, k, original)
+    turn = case.turns[k - 1]
+    target = _load(case, turn.target, f"chain[{k}].target" if case.is_chain else "target")
+    score = score_output(case, output, k, original, target)
     if folder is not None:
-        turn = case.turns[k - 1]
-        target = _load(case, turn.target, f"chain[{k}].target" if case.is_chain else "target")
         name = f"{case.id}_turn{k}" if case.is_chain else case.id
         meta = dataclasses.replace(meta, prompt=turn.instruction)
         atomic_write(folder / f"{name}.png", _png(output, meta))
