@@ -693,6 +693,35 @@ def test_steps_train_on_other_ratios_and_reference_edits(run):
         FlowTrainConfig(non_square=1.5)
 
 
+def test_square_generations_train_on_the_native_square_beside_a_non_square_step(run):
+    from openkontext.train.transformer import Stepper, step_streams
+
+    _, ae, _ = run
+    preset = get_preset("mini")
+
+    def sizes_trained(**settings) -> list[tuple[int, int]]:
+        cfg = FlowTrainConfig(edit_batch=1, generation_batch=2, **settings)
+        stepper = Stepper(preset, ae, cfg)
+        sizes, loss = [], stepper.loss
+
+        def recording(target, *rest):
+            sizes.append((target.shape[0], *target.shape[-2:]))
+            return loss(target, *rest)
+
+        stepper.loss = recording
+        stats = stepper.train_step(*step_streams(0, 0))
+        assert torch.isfinite(torch.tensor(stats["loss"]))
+        return sizes
+
+    square = preset.native_size
+    wide = sizes_trained(non_square=1.0, square_generations=True)
+    assert len(wide) == 3 and wide[0][1:] != (square, square)
+    assert wide[1] == (2, *wide[0][1:]) and wide[2] == (2, square, square)
+    # the step's own samples are those a run without draws; a square step trains nothing extra
+    assert sizes_trained(non_square=1.0) == wide[:2]
+    assert sizes_trained(square_generations=True) == [(1, square, square), (2, square, square)]
+
+
 def test_a_fitted_positions_run_exports_them_and_its_seeds_keep_them(run, tmp_path):
     """--fit-positions goes into the run's config and its export's preset; a run seeded from
     that export trains with them unless --token-positions says otherwise; an export written

@@ -128,6 +128,15 @@ def train_mini(
             "preferred resolutions (default: the run's own, else 0)"
         ),
     ] = None,
+    square_generations: Annotated[
+        bool | None,
+        typer.Option(
+            "--square-generations/--step-generations",
+            help="on a non-square step, train the generations on the native square as well as "
+            "on the step's canvas, or on the step's canvas only (default: the run's own, else "
+            "the step's canvas only)",
+        ),
+    ] = None,
     reference_batch: Annotated[
         int | None,
         typer.Option(
@@ -233,6 +242,7 @@ def train_mini(
         "edit_batch": edit_batch,
         "generation_batch": generation_batch,
         "non_square": non_square,
+        "square_generations": square_generations,
         "reference_batch": reference_batch,
         "lr": lr,
         "fit_positions": fit_positions,
@@ -261,7 +271,8 @@ def train_mini(
             f"colour twins {cfg.colour_contrast:.0%}, "
             f"{cfg.edit_batch} edits, {cfg.generation_batch} generations and "
             f"{cfg.reference_batch} reference edits a step, "
-            f"non-square canvases {cfg.non_square:.0%}, "
+            f"non-square canvases {cfg.non_square:.0%}"
+            f"{' (square generations on every step)' if cfg.square_generations else ''}, "
             f"{'fitted' if cfg.fit_positions else 'token'} positions, "
             f"learning rate {cfg.lr:g}, seed {cfg.seed}"
         )

@@ -106,6 +106,11 @@ class FlowTrainConfig:
     # the step's edits, generations and reference edits all take it, so a batch stays one size.
     # Trained on squares alone, the model recoloured 12% of 3:2..7:3 scenes right (docs/mini.md).
     non_square: float = 0.0
+    # On a non-square step, the step's generations are drawn on the native square as well as on
+    # its canvas, so the square generations keep their full share of practice. With half of the
+    # steps non-square the square generations fell from 65% to 35-50% (docs/mini.md, 56,800 to
+    # 58,800 steps): they have no input picture to copy from and got half the steps.
+    square_generations: bool = False
     # Position ids span the native square on every canvas (`ModelPreset.fit_positions`, which
     # the run's export then has). On the shipped export, trained on squares with plain token
     # counts, fitted ids alone took the non-square recolor/background/remove/add edits from 56%
@@ -365,6 +370,16 @@ class Stepper:
             prompts = drop_texts(gens.descriptions, cfg.text_drop, drop)
             gl, gp, gt = self.loss(gens.target, prompts, None, gen)
             losses, plain, ts = torch.cat((losses, gl)), torch.cat((plain, gp)), torch.cat((ts, gt))
+            if cfg.square_generations and size != self.preset.native_size:
+                # from streams of their own, so the step's other samples and noise stay those of
+                # a run without
+                extra = random.Random(f"{cfg.seed}:square-generations:{self.step}")
+                noise = torch.Generator().manual_seed(extra.getrandbits(63))
+                gens = generation_batch(extra, cfg.generation_batch, self.preset.native_size)
+                prompts = drop_texts(gens.descriptions, cfg.text_drop, extra)
+                gl, gp, gt = self.loss(gens.target, prompts, None, noise)
+                losses = torch.cat((losses, gl))
+                plain, ts = torch.cat((plain, gp)), torch.cat((ts, gt))
         if cfg.reference_batch:
             refs = reference_batch(rng, cfg.reference_batch, size, rng.randint(1, MAX_REFERENCES))
             prompts = drop_texts(refs.instructions, cfg.text_drop, drop)
