@@ -189,3 +189,22 @@ def test_references_reach_the_model_and_generations_take_their_target_ratio(kont
         assert resolve_size(preset, gen.turns[0].target.size) == size
         assert Image.open(tmp_path / "out" / f"{gen.id}.png").size == size
     assert len(evaluate(kontext, refs, steps=1).cases) == 3
+
+
+def test_the_printed_report_names_its_speed_and_says_when_none_was_recorded(evaluated):
+    import dataclasses
+
+    from rich.console import Console
+
+    from openkontext.eval.report import print_report
+
+    report, _ = evaluated
+
+    def header(settings: dict) -> str:
+        console = Console(record=True, width=200)
+        print_report(dataclasses.replace(report, settings=settings), console)
+        return console.export_text().splitlines()[0]
+
+    assert header(report.settings).endswith("speed quality")
+    older = {k: v for k, v in report.settings.items() if k != "speed"}
+    assert header(older).endswith("speed not recorded")

@@ -220,7 +220,7 @@ def print_report(report: Report, console: Console) -> None:
         f"[bold]{len(report.cases)} cases[/bold], {report.runs} model runs in "
         f"{report.seconds:.1f} s — model {s.get('model')}, {s.get('steps')} steps, "
         f"seed {s.get('seed')}, preserve {'on' if s.get('preserve') else 'off'}, "
-        f"speed {s.get('speed', 'balanced')}"
+        f"speed {s.get('speed', 'not recorded')}"
     )
     if report.singles:
         console.print(stats_table("By category", "category", report.by_category()))
