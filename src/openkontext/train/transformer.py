@@ -109,7 +109,8 @@ class FlowTrainConfig:
     # On a non-square step, the step's generations are drawn on the native square as well as on
     # its canvas, so the square generations keep their full share of practice. With half of the
     # steps non-square the square generations fell from 65% to 35-50% (docs/mini.md, 56,800 to
-    # 58,800 steps): they have no input picture to copy from and got half the steps.
+    # 58,800 steps): they have no input picture to copy from and got half the steps. With a
+    # quarter of the steps non-square they held 60% with this, 50% without (58,600 steps).
     square_generations: bool = False
     # Position ids span the native square on every canvas (`ModelPreset.fit_positions`, which
     # the run's export then has). On the shipped export, trained on squares with plain token
@@ -365,21 +366,23 @@ class Stepper:
         by_kind: dict[str, list[float]] = {}
         for kind, value in zip(edits.kinds, plain.tolist(), strict=True):
             by_kind.setdefault(kind, []).append(value)
-        if cfg.generation_batch:
-            gens = generation_batch(rng, cfg.generation_batch, size)
-            prompts = drop_texts(gens.descriptions, cfg.text_drop, drop)
-            gl, gp, gt = self.loss(gens.target, prompts, None, gen)
+
+        def generations(canvas, samples: random.Random, drops: random.Random,
+                        noise: torch.Generator) -> None:
+            nonlocal losses, plain, ts
+            gens = generation_batch(samples, cfg.generation_batch, canvas)
+            prompts = drop_texts(gens.descriptions, cfg.text_drop, drops)
+            gl, gp, gt = self.loss(gens.target, prompts, None, noise)
             losses, plain, ts = torch.cat((losses, gl)), torch.cat((plain, gp)), torch.cat((ts, gt))
+
+        if cfg.generation_batch:
+            generations(size, rng, drop, gen)
             if cfg.square_generations and size != self.preset.native_size:
                 # from streams of their own, so the step's other samples and noise stay those of
                 # a run without
                 extra = random.Random(f"{cfg.seed}:square-generations:{self.step}")
                 noise = torch.Generator().manual_seed(extra.getrandbits(63))
-                gens = generation_batch(extra, cfg.generation_batch, self.preset.native_size)
-                prompts = drop_texts(gens.descriptions, cfg.text_drop, extra)
-                gl, gp, gt = self.loss(gens.target, prompts, None, noise)
-                losses = torch.cat((losses, gl))
-                plain, ts = torch.cat((plain, gp)), torch.cat((ts, gt))
+                generations(self.preset.native_size, extra, extra, noise)
         if cfg.reference_batch:
             refs = reference_batch(rng, cfg.reference_batch, size, rng.randint(1, MAX_REFERENCES))
             prompts = drop_texts(refs.instructions, cfg.text_drop, drop)
